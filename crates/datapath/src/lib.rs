@@ -1,1 +1,16 @@
-//! Kernel-facing side.
+//! The kernel-facing side of Sluice: the eBPF programs built from `bpf/`
+//! (embedded in the binary), loading them, attaching them to interfaces,
+//! pinning everything under one bpffs directory per node, and typed access
+//! to the pinned maps.
+//!
+//! Only this crate talks to the kernel's BPF interfaces. Map writes go through
+//! [`maps::LbMaps`], which the agent's reconciler alone uses; the CLI opens the
+//! same pinned maps read-only to list them while the agent is down.
+
+pub mod bindings;
+pub mod bpffs;
+pub mod loader;
+pub mod maps;
+
+pub use loader::{AttachMode, Datapath, DatapathConfig, DatapathError};
+pub use maps::{LbMaps, MapsError};

@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Packet parsing shared by every program. */
+#ifndef SLUICE_COMMON_H
+#define SLUICE_COMMON_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+#include <stddef.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "sluice_maps.h"
+
+#define IP_OFF ETH_HLEN
+#define IP_CSUM_OFF (IP_OFF + offsetof(struct iphdr, check))
+#define IP_DADDR_OFF (IP_OFF + offsetof(struct iphdr, daddr))
+#define IP_SADDR_OFF (IP_OFF + offsetof(struct iphdr, saddr))
+/* Our own ICMP header: <linux/icmp.h> drags in libc's socket headers. */
+struct icmp_hdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 unused;
+};
+#define ICMP_DEST_UNREACH 3
+#define ICMP_PORT_UNREACH 3
+
+#define IP_MF 0x2000
+#define IP_OFFSET_MASK 0x1fff
+
+/* TCP flag bits as they sit in byte 13 of the header. */
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_PSH 0x08
+#define TCPF_ACK 0x10
+
+/*
+ * struct packet - what the programs need to know about one IPv4 packet.
+ * Ports are zero for protocols without them.
+ */
+struct packet {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u16 ip_hlen;	/* IP header length in bytes */
+	__u32 l4_off;	/* offset of the L4 header from the start of the frame */
+	__u16 ip_tot_len;
+};
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_NOT_IPV4,	 /* not ours: pass untouched */
+	PARSE_NO_PORTS,	 /* IPv4 but no L4 ports we translate (ICMP, fragments) */
+	PARSE_INVALID,	 /* truncated or malformed */
+};
+
+static __always_inline void metric_inc(__u32 idx);
+
+/**
+ * parse_packet() - read the IPv4/TCP/UDP headers of @skb into @pkt.
+ *
+ * Non-first fragments carry no ports; they are reported as PARSE_NO_PORTS and
+ * pass untranslated (Sluice does not reassemble).
+ */
+static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+
+	if ((void *)(eth + 1) > data_end)
+		return PARSE_NOT_IPV4;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return PARSE_NOT_IPV4;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return PARSE_INVALID;
+	if (ip->version != 4 || ip->ihl < 5)
+		return PARSE_INVALID;
+
+	pkt->saddr = ip->saddr;
+	pkt->daddr = ip->daddr;
+	pkt->proto = ip->protocol;
+	pkt->ip_hlen = ip->ihl * 4;
+	pkt->ip_tot_len = bpf_ntohs(ip->tot_len);
+	pkt->l4_off = ETH_HLEN + pkt->ip_hlen;
+	pkt->sport = 0;
+	pkt->dport = 0;
+	pkt->tcp_flags = 0;
+
+	if (ip->frag_off & bpf_htons(IP_OFFSET_MASK))
+		return PARSE_NO_PORTS;
+
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = data + pkt->l4_off;
+
+		if ((void *)(th + 1) > data_end)
+			return PARSE_INVALID;
+		pkt->sport = th->source;
+		pkt->dport = th->dest;
+		pkt->tcp_flags = ((__u8 *)th)[13];
+		return PARSE_OK;
+	}
+	if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = data + pkt->l4_off;
+
+		if ((void *)(uh + 1) > data_end)
+			return PARSE_INVALID;
+		pkt->sport = uh->source;
+		pkt->dport = uh->dest;
+		return PARSE_OK;
+	}
+	return PARSE_NO_PORTS;
+}
+
+#endif /* SLUICE_COMMON_H */

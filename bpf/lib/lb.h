@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Service load balancing: frontend lookup, backend selection, DNAT of the
+ * client's packets and reverse translation of the backend's replies.
+ * Every step is a hash lookup; nothing here depends on how many Services exist.
+ */
+#ifndef SLUICE_LB_H
+#define SLUICE_LB_H
+
+#include "maps.h"
+#include "nat.h"
+#include "conntrack.h"
+
+enum lb_verdict {
+	LB_PASS = 0,	   /* not a Service flow: leave the packet alone */
+	LB_TRANSLATED,	   /* rewritten, continue */
+	LB_NO_BACKEND,	   /* a Service with no usable endpoint: reject */
+	LB_DROP,	   /* inconsistent state or helper failure */
+};
+
+static __always_inline struct lb_service *lb_lookup(__be32 addr, __be16 port, __u8 proto)
+{
+	struct lb_service_key key = {
+		.address = addr,
+		.port = port,
+		.proto = proto,
+	};
+
+	return bpf_map_lookup_elem(&sl_services, &key);
+}
+
+/**
+ * lb_select_backend() - pick one of the frontend's backends at random.
+ * @count: the master entry's backend count (non-zero).
+ *
+ * The reconciler writes slots before the master that counts them and shrinks
+ * the master before deleting slots, so slot 1..count always exist; a miss here
+ * means the maps are inconsistent and the packet is dropped, not misrouted.
+ */
+static __always_inline struct lb_backend *lb_select_backend(__be32 addr, __be16 port, __u8 proto,
+							    __u16 count, __u32 *backend_id)
+{
+	struct lb_service_key key = {
+		.address = addr,
+		.port = port,
+		.proto = proto,
+	};
+	struct lb_service *slot;
+
+	key.slot = (bpf_get_prandom_u32() % count) + 1;
+	slot = bpf_map_lookup_elem(&sl_services, &key);
+	if (!slot)
+		return NULL;
+	*backend_id = slot->backend_id;
+	return bpf_map_lookup_elem(&sl_backends, backend_id);
+}
+
+/**
+ * lb_forward() - translate a client's packet addressed to a Service.
+ * @nodeport: also match NodePort frontends (0.0.0.0:port): only on packets
+ *            that arrived at a node device.
+ *
+ * Established flows follow their conntrack entry, so they stay on their
+ * backend even after it left the Service; new flows get a fresh backend.
+ */
+static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt, int nodeport)
+{
+	struct lb_service *svc;
+	struct lb_backend *backend;
+	struct ct_entry *ct;
+	__be32 lookup_addr = pkt->daddr;
+	__u32 backend_id = 0;
+	__u8 ct_flags = 0;
+
+	ct = ct_lookup(pkt, CT_DIR_FORWARD);
+	if (ct) {
+		if (nat_rewrite(skb, pkt, 1, ct->nat_address, ct->nat_port))
+			return LB_DROP;
+		metric_inc(METRIC_SERVICE_CT_HIT);
+		return LB_TRANSLATED;
+	}
+
+	svc = lb_lookup(lookup_addr, pkt->dport, pkt->proto);
+	if (!svc && nodeport) {
+		lookup_addr = 0;
+		svc = lb_lookup(0, pkt->dport, pkt->proto);
+		if (svc && !(svc->flags & LB_FLAG_NODEPORT))
+			svc = NULL;
+		ct_flags = CT_FLAG_NODEPORT;
+	}
+	if (!svc)
+		return LB_PASS;
+	if (svc->count == 0) {
+		metric_inc(METRIC_DROP_NO_BACKEND);
+		return LB_NO_BACKEND;
+	}
+
+	backend = lb_select_backend(lookup_addr, pkt->dport, pkt->proto, svc->count, &backend_id);
+	if (!backend) {
+		metric_inc(METRIC_DROP_INCONSISTENT_SLOT);
+		return LB_DROP;
+	}
+	if (ct_create(pkt, pkt->daddr, pkt->dport, backend, backend_id, svc->rev_nat_id,
+		      ct_flags)) {
+		metric_inc(METRIC_DROP_CT_FULL);
+		return LB_DROP;
+	}
+	if (nat_rewrite(skb, pkt, 1, backend->address, backend->port))
+		return LB_DROP;
+	metric_inc(ct_flags ? METRIC_NODEPORT_NEW_FLOW : METRIC_SERVICE_NEW_FLOW);
+	return LB_TRANSLATED;
+}
+
+/**
+ * lb_reverse() - give a backend's reply the frontend's address as its source.
+ *
+ * When the reply closes the flow (FIN/RST) the forward entry learns it too, so
+ * a later SYN reusing the tuple selects a backend afresh.
+ */
+static __always_inline int lb_reverse(struct __sk_buff *skb, struct packet *pkt)
+{
+	struct ct_entry *ct = ct_lookup(pkt, CT_DIR_REPLY);
+	struct ct_key fwd;
+	struct ct_entry *f;
+	__u8 closing;
+
+	if (!ct)
+		return LB_PASS;
+	closing = ct->flags & (CT_FLAG_SEEN_FIN | CT_FLAG_SEEN_RST);
+	if (closing) {
+		fwd.saddr = pkt->daddr;
+		fwd.daddr = ct->nat_address;
+		fwd.sport = pkt->dport;
+		fwd.dport = ct->nat_port;
+		fwd.proto = pkt->proto;
+		fwd.dir = CT_DIR_FORWARD;
+		fwd.pad0 = 0;
+		f = bpf_map_lookup_elem(&sl_ct, &fwd);
+		if (f)
+			f->flags |= closing;
+	}
+	if (nat_rewrite(skb, pkt, 0, ct->nat_address, ct->nat_port))
+		return LB_DROP;
+	metric_inc(METRIC_REVNAT);
+	return LB_TRANSLATED;
+}
+
+#endif /* SLUICE_LB_H */

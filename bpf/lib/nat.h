@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Address and port rewriting with incremental checksum updates.
+ *
+ * Checksums are updated with bpf_l3/l4_csum_replace, never recomputed: the
+ * helpers know the skb's checksum state. For CHECKSUM_PARTIAL packets (a local
+ * socket with tx offload) the L4 field holds only the pseudo-header sum, so
+ * the helpers change it for addresses (BPF_F_PSEUDO_HDR) and leave it alone for
+ * ports; for fully checksummed packets they update the full sum. That is what
+ * makes translation correct with offload on and off.
+ */
+#ifndef SLUICE_NAT_H
+#define SLUICE_NAT_H
+
+#include "common.h"
+
+static __always_inline __u32 l4_csum_off(const struct packet *pkt)
+{
+	if (pkt->proto == IPPROTO_TCP)
+		return pkt->l4_off + offsetof(struct tcphdr, check);
+	return pkt->l4_off + offsetof(struct udphdr, check);
+}
+
+/* UDP checksum 0 means "none": BPF_F_MARK_MANGLED_0 keeps it that way. */
+static __always_inline __u64 l4_csum_flags(const struct packet *pkt)
+{
+	return pkt->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+}
+
+/**
+ * nat_rewrite() - replace one endpoint (source or destination) of @pkt.
+ * @is_dst: rewrite the destination (DNAT) when true, the source otherwise.
+ *
+ * Return: 0 on success, negative if a helper failed (the caller drops).
+ */
+static __always_inline int nat_rewrite(struct __sk_buff *skb, struct packet *pkt, int is_dst,
+				       __be32 new_addr, __be16 new_port)
+{
+	__be32 old_addr = is_dst ? pkt->daddr : pkt->saddr;
+	__be16 old_port = is_dst ? pkt->dport : pkt->sport;
+	__u32 addr_off = is_dst ? IP_DADDR_OFF : IP_SADDR_OFF;
+	/* source and dest ports sit at the same offsets in TCP and UDP */
+	__u32 port_off = pkt->l4_off + (is_dst ? 2 : 0);
+	__u32 csum_off = l4_csum_off(pkt);
+	__u64 flags = l4_csum_flags(pkt);
+	int ret;
+
+	if (old_addr != new_addr) {
+		ret = bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
+					  flags | BPF_F_PSEUDO_HDR | sizeof(new_addr));
+		if (ret)
+			return ret;
+		ret = bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr));
+		if (ret)
+			return ret;
+		ret = bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0);
+		if (ret)
+			return ret;
+	}
+	if (old_port != new_port) {
+		ret = bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
+					  flags | sizeof(new_port));
+		if (ret)
+			return ret;
+		ret = bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0);
+		if (ret)
+			return ret;
+	}
+	if (is_dst) {
+		pkt->daddr = new_addr;
+		pkt->dport = new_port;
+	} else {
+		pkt->saddr = new_addr;
+		pkt->sport = new_port;
+	}
+	return 0;
+}
+
+#endif /* SLUICE_NAT_H */

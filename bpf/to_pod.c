@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * tc egress on the host side of a pod's veth: everything delivered to the pod.
+ * Replies to the pod's Service connections whose backend is not a local pod
+ * (the node itself, later remote nodes) are translated back here; replies from
+ * local backend pods were already translated when they left those pods.
+ */
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/lb.h"
+
+SEC("classifier")
+int sluice_to_pod(struct __sk_buff *skb)
+{
+	struct packet pkt;
+
+	if (parse_packet(skb, &pkt) != PARSE_OK)
+		return TC_ACT_OK;
+	if (lb_reverse(skb, &pkt) == LB_DROP)
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

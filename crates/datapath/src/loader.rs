@@ -1,0 +1,363 @@
+//! Loading the embedded programs, attaching them, and keeping them attached
+//! across agent restarts.
+//!
+//! With tcx (Linux ≥ 6.6) each attachment is a BPF link pinned under
+//! `<pin dir>/links/<ifname>.<ingress|egress>`: a pinned link stays attached
+//! when the agent dies, and a restarted agent swaps its freshly loaded program
+//! into the same link atomically (`bpf_link_update`), so traffic never sees a
+//! moment without a program. Kernels without tcx get a clsact filter instead
+//! (netlink), which also outlives the process.
+
+use crate::bpffs;
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions};
+use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun};
+use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+static FROM_POD_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/from_pod.o"));
+static TO_POD_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/to_pod.o"));
+static NODEPORT_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nodeport.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("cannot prepare bpffs at {path}: {source}")]
+    Bpffs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot load BPF object {object}: {source}")]
+    Load {
+        object: &'static str,
+        source: Box<EbpfError>,
+    },
+    #[error("program {0} missing from its object (build problem)")]
+    MissingProgram(&'static str),
+    #[error("cannot load program {program} into the kernel: {source}")]
+    Verify {
+        program: &'static str,
+        source: Box<ProgramError>,
+    },
+    #[error("cannot attach {program} to {ifname} ({direction}): {detail}")]
+    Attach {
+        program: &'static str,
+        ifname: String,
+        direction: &'static str,
+        detail: String,
+    },
+    #[error("test run of {program} failed: {source}")]
+    TestRun {
+        program: &'static str,
+        source: Box<ProgramError>,
+    },
+}
+
+/// Conntrack timeouts (defaults: kube-proxy's / the kernel's).
+#[derive(Debug, Clone, Copy)]
+pub struct CtTimeouts {
+    pub tcp: Duration,
+    pub tcp_close: Duration,
+    pub udp: Duration,
+}
+
+impl Default for CtTimeouts {
+    fn default() -> Self {
+        Self {
+            tcp: Duration::from_secs(21600),
+            tcp_close: Duration::from_secs(10),
+            udp: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Map capacities. Hash maps are not preallocated, so memory follows use;
+/// conntrack is an LRU and preallocated: `ct` × ~100 bytes is spent up front.
+#[derive(Debug, Clone, Copy)]
+pub struct MapSizes {
+    pub services: u32,
+    pub backends: u32,
+    pub revnat: u32,
+    pub ct: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        use crate::bindings::*;
+        Self {
+            services: SLUICE_SERVICES_MAX,
+            backends: SLUICE_BACKENDS_MAX,
+            revnat: SLUICE_REVNAT_MAX,
+            ct: SLUICE_CT_MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatapathConfig {
+    /// Where bpffs is (mounted if missing), normally /sys/fs/bpf.
+    pub bpffs_root: PathBuf,
+    /// Pins go under `<bpffs_root>/sluice/<node_name>/`.
+    pub node_name: String,
+    pub ct_timeouts: CtTimeouts,
+    pub map_sizes: MapSizes,
+}
+
+impl DatapathConfig {
+    pub fn new(bpffs_root: impl Into<PathBuf>, node_name: impl Into<String>) -> Self {
+        Self {
+            bpffs_root: bpffs_root.into(),
+            node_name: node_name.into(),
+            ct_timeouts: CtTimeouts::default(),
+            map_sizes: MapSizes::default(),
+        }
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        pin_dir(&self.bpffs_root, &self.node_name)
+    }
+}
+
+/// The node's pin directory, also used by read-only tools.
+pub fn pin_dir(bpffs_root: &Path, node_name: &str) -> PathBuf {
+    bpffs_root.join("sluice").join(node_name)
+}
+
+/// How tc programs are attached on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// tcx links (Linux ≥ 6.6), pinned.
+    Tcx,
+    /// Classic clsact qdisc + direct-action filter (fallback).
+    Tc,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Tcx => "tcx",
+            AttachMode::Tc => "tc",
+        }
+    }
+}
+
+/// The programs, by attach point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    FromPod,
+    ToPod,
+    NodePort,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Program::FromPod => "sluice_from_pod",
+            Program::ToPod => "sluice_to_pod",
+            Program::NodePort => "sluice_nodeport",
+        }
+    }
+}
+
+pub struct Datapath {
+    pin_dir: PathBuf,
+    from_pod: Ebpf,
+    to_pod: Ebpf,
+    nodeport: Ebpf,
+    mode: Option<AttachMode>,
+}
+
+fn load_object(
+    object: &'static str,
+    bytes: &[u8],
+    program: &'static str,
+    cfg: &DatapathConfig,
+    pin_dir: &Path,
+) -> Result<Ebpf, DatapathError> {
+    let t = cfg.ct_timeouts;
+    let tcp = t.tcp.as_nanos() as u64;
+    let tcp_close = t.tcp_close.as_nanos() as u64;
+    let udp = t.udp.as_nanos() as u64;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .map_max_entries("sl_services", cfg.map_sizes.services)
+        .map_max_entries("sl_backends", cfg.map_sizes.backends)
+        .map_max_entries("sl_revnat", cfg.map_sizes.revnat)
+        .map_max_entries("sl_ct", cfg.map_sizes.ct)
+        .override_global("ct_timeout_tcp_ns", &tcp, true)
+        .override_global("ct_timeout_tcp_close_ns", &tcp_close, true)
+        .override_global("ct_timeout_udp_ns", &udp, true)
+        .load(bytes)
+        .map_err(|source| DatapathError::Load {
+            object,
+            source: Box::new(source),
+        })?;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(program)
+        .ok_or(DatapathError::MissingProgram(program))?
+        .try_into()
+        .map_err(|source| DatapathError::Verify {
+            program,
+            source: Box::new(source),
+        })?;
+    prog.load().map_err(|source| DatapathError::Verify {
+        program,
+        source: Box::new(source),
+    })?;
+    Ok(ebpf)
+}
+
+impl Datapath {
+    /// Loads the programs; maps are created and pinned, or reused if already
+    /// pinned (after an agent restart, with everything they hold).
+    pub fn load(cfg: &DatapathConfig) -> Result<Self, DatapathError> {
+        let pin_dir = cfg.pin_dir();
+        bpffs::ensure_mounted(&cfg.bpffs_root).map_err(|source| DatapathError::Bpffs {
+            path: cfg.bpffs_root.clone(),
+            source,
+        })?;
+        std::fs::create_dir_all(pin_dir.join("links")).map_err(|source| DatapathError::Bpffs {
+            path: pin_dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            from_pod: load_object("from_pod.o", FROM_POD_OBJ, Program::FromPod.name(), cfg, &pin_dir)?,
+            to_pod: load_object("to_pod.o", TO_POD_OBJ, Program::ToPod.name(), cfg, &pin_dir)?,
+            nodeport: load_object("nodeport.o", NODEPORT_OBJ, Program::NodePort.name(), cfg, &pin_dir)?,
+            pin_dir,
+            mode: None,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The attach mode in use (known after the first attachment).
+    pub fn attach_mode(&self) -> Option<AttachMode> {
+        self.mode
+    }
+
+    fn program_mut(&mut self, p: Program) -> Result<&mut SchedClassifier, DatapathError> {
+        let ebpf = match p {
+            Program::FromPod => &mut self.from_pod,
+            Program::ToPod => &mut self.to_pod,
+            Program::NodePort => &mut self.nodeport,
+        };
+        ebpf.program_mut(p.name())
+            .ok_or(DatapathError::MissingProgram(p.name()))?
+            .try_into()
+            .map_err(|source| DatapathError::Verify {
+                program: p.name(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Attaches the pod programs to the host side of a pod's veth.
+    pub fn attach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
+        self.attach(Program::FromPod, host_ifname, TcAttachType::Ingress)?;
+        self.attach(Program::ToPod, host_ifname, TcAttachType::Egress)
+    }
+
+    /// Attaches the NodePort program to a node device.
+    pub fn attach_device(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        self.attach(Program::NodePort, ifname, TcAttachType::Ingress)
+    }
+
+    /// Removes the pinned links of an interface (its programs detach). A
+    /// deleted interface takes its attachments with it; this clears the pins.
+    pub fn detach(&mut self, ifname: &str) {
+        for dir in ["ingress", "egress"] {
+            let pin = self.link_pin(ifname, dir);
+            if let Ok(link) = PinnedLink::from_pin(&pin) {
+                if let Err(e) = link.unpin() {
+                    tracing::warn!(pin = %pin.display(), error = %e, "cannot unpin link");
+                }
+            }
+        }
+    }
+
+    fn link_pin(&self, ifname: &str, dir: &str) -> PathBuf {
+        self.pin_dir.join("links").join(format!("{ifname}.{dir}"))
+    }
+
+    fn attach(&mut self, p: Program, ifname: &str, at: TcAttachType) -> Result<(), DatapathError> {
+        let direction = match at {
+            TcAttachType::Ingress => "ingress",
+            _ => "egress",
+        };
+        let pin = self.link_pin(ifname, direction);
+        let err = |detail: String| DatapathError::Attach {
+            program: p.name(),
+            ifname: ifname.to_string(),
+            direction,
+            detail,
+        };
+
+        // An agent restart: swap the new program into the pinned link.
+        if let Ok(old) = PinnedLink::from_pin(&pin) {
+            let replaced = SchedClassifierLink::try_from(FdLink::from(old))
+                .map_err(|e| e.to_string())
+                .and_then(|link| {
+                    let prog = self.program_mut(p).map_err(|e| e.to_string())?;
+                    prog.attach_to_link(link).map_err(|e| e.to_string())
+                });
+            match replaced {
+                Ok(id) => {
+                    // The pin keeps the link; dropping our fd does not detach it.
+                    let prog = self.program_mut(p)?;
+                    drop(prog.take_link(id).map_err(|e| err(e.to_string()))?);
+                    self.mode = Some(AttachMode::Tcx);
+                    tracing::debug!(ifname, direction, "replaced program in pinned tcx link");
+                    return Ok(());
+                }
+                Err(e) => {
+                    // The interface went away and came back: the old link is defunct.
+                    tracing::debug!(ifname, direction, error = %e, "stale link pin, attaching afresh");
+                    let _ = std::fs::remove_file(&pin);
+                }
+            }
+        }
+
+        let prog = self.program_mut(p)?;
+        match prog.attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default())) {
+            Ok(id) => {
+                let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
+                let fd_link = FdLink::try_from(link).map_err(|e| err(e.to_string()))?;
+                fd_link.pin(&pin).map_err(|e| err(e.to_string()))?;
+                self.mode = Some(AttachMode::Tcx);
+                Ok(())
+            }
+            Err(tcx_err) => {
+                tracing::info!(ifname, error = %tcx_err, "tcx attach failed, falling back to clsact");
+                // EEXIST: the qdisc is already there, which is what we want.
+                let _ = tc::qdisc_add_clsact(ifname);
+                let id = prog
+                    .attach_with_options(ifname, at, TcAttachOptions::Netlink(NlOptions::default()))
+                    .map_err(|e| err(format!("tcx: {tcx_err}; clsact: {e}")))?;
+                let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
+                // A netlink filter stays on the interface after we exit; dropping
+                // the link object would remove it.
+                std::mem::forget(link);
+                self.mode = Some(AttachMode::Tc);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs a program once on `packet` through BPF_PROG_TEST_RUN; returns the
+    /// verdict and the packet as the program left it.
+    pub fn test_run(&mut self, p: Program, packet: &[u8]) -> Result<(u32, Vec<u8>), DatapathError> {
+        let prog = self.program_mut(p)?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut opts = aya::programs::TestRunOptions::default();
+        opts.data_in = Some(packet);
+        opts.data_out = Some(&mut out);
+        let res = prog.test_run(opts).map_err(|source| DatapathError::TestRun {
+            program: p.name(),
+            source: Box::new(source),
+        })?;
+        out.truncate(res.data_size_out as usize);
+        Ok((res.return_value, out))
+    }
+}

@@ -1,0 +1,380 @@
+//! Typed access to the pinned maps of one node.
+//!
+//! [`LbMaps`] opens the maps by their pin paths, so it works in the agent,
+//! after an agent restart (the maps outlive it), and in the read-only CLI
+//! listings while the agent is down.
+
+use crate::bindings::{
+    ct_entry, ct_key, lb_backend, lb_revnat, lb_service, lb_service_key, SLUICE_MAP_BACKENDS,
+    SLUICE_MAP_CT, SLUICE_MAP_METRICS, SLUICE_MAP_REVNAT, SLUICE_MAP_SERVICES,
+};
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("cannot open pinned map {path}: {source} (is the agent running, or has it ever run on this node?)")]
+    Open { path: PathBuf, source: MapError },
+    #[error("{op} on map {map} failed: {source}")]
+    Write {
+        map: &'static str,
+        op: &'static str,
+        source: MapError,
+    },
+    #[error("reading map {map} failed: {source}")]
+    Read { map: &'static str, source: MapError },
+}
+
+/// A frontend as the maps key it: address (0.0.0.0 for NodePort), port, IP protocol number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrontendKey {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub proto: u8,
+}
+
+/// A backend address as the datapath stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendEntry {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub proto: u8,
+}
+
+/// One row of the service map, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceRow {
+    Master {
+        frontend: FrontendKey,
+        count: u16,
+        rev_nat_id: u32,
+        flags: u8,
+    },
+    Slot {
+        frontend: FrontendKey,
+        slot: u16,
+        backend_id: u32,
+    },
+}
+
+/// One conntrack entry, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtRow {
+    pub src: (Ipv4Addr, u16),
+    pub dst: (Ipv4Addr, u16),
+    pub proto: u8,
+    /// `true` for the reply entry (backend → client).
+    pub reply: bool,
+    pub nat: (Ipv4Addr, u16),
+    pub rev_nat_id: u32,
+    pub backend_id: u32,
+    pub flags: u8,
+    pub last_seen_ns: u64,
+    pub created_ns: u64,
+}
+
+fn be_ip(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+fn ip_of(be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(be.to_ne_bytes())
+}
+
+fn service_key(f: FrontendKey, slot: u16) -> lb_service_key {
+    lb_service_key {
+        address: be_ip(f.ip),
+        port: f.port.to_be(),
+        proto: f.proto,
+        slot,
+        ..Default::default()
+    }
+}
+
+fn frontend_of(k: &lb_service_key) -> FrontendKey {
+    FrontendKey {
+        ip: ip_of(k.address),
+        port: u16::from_be(k.port),
+        proto: k.proto,
+    }
+}
+
+/// Deleting what is already gone is success: deletes must be idempotent for
+/// a reconciler that may be repeating an interrupted plan.
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(MapError::KeyNotFound) | Err(MapError::ElementNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+fn ct_row(k: &ct_key, v: &ct_entry) -> CtRow {
+    CtRow {
+        src: (ip_of(k.saddr), u16::from_be(k.sport)),
+        dst: (ip_of(k.daddr), u16::from_be(k.dport)),
+        proto: k.proto,
+        reply: u32::from(k.dir) == crate::bindings::CT_DIR_REPLY,
+        nat: (ip_of(v.nat_address), u16::from_be(v.nat_port)),
+        rev_nat_id: v.rev_nat_id,
+        backend_id: v.backend_id,
+        flags: v.flags,
+        last_seen_ns: v.last_seen_ns,
+        created_ns: v.created_ns,
+    }
+}
+
+pub struct LbMaps {
+    pin_dir: PathBuf,
+    services: HashMap<MapData, lb_service_key, lb_service>,
+    backends: HashMap<MapData, u32, lb_backend>,
+    revnat: HashMap<MapData, u32, lb_revnat>,
+    ct: HashMap<MapData, ct_key, ct_entry>,
+    metrics: PerCpuArray<MapData, u64>,
+}
+
+fn open_map(pin_dir: &Path, name: &[u8]) -> Result<Map, MapsError> {
+    let name = std::str::from_utf8(name.strip_suffix(b"\0").unwrap_or(name)).unwrap_or("?");
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    Map::from_map_data(data).map_err(|source| MapsError::Open { path, source })
+}
+
+macro_rules! typed {
+    ($pin_dir:expr, $name:expr) => {{
+        let map = open_map($pin_dir, $name)?;
+        map.try_into().map_err(|source| MapsError::Open {
+            path: $pin_dir.join(String::from_utf8_lossy($name).trim_end_matches('\0')),
+            source,
+        })?
+    }};
+}
+
+impl LbMaps {
+    /// Opens the maps pinned in `pin_dir` (created by [`crate::Datapath::load`]).
+    pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            pin_dir: pin_dir.to_path_buf(),
+            services: typed!(pin_dir, SLUICE_MAP_SERVICES),
+            backends: typed!(pin_dir, SLUICE_MAP_BACKENDS),
+            revnat: typed!(pin_dir, SLUICE_MAP_REVNAT),
+            ct: typed!(pin_dir, SLUICE_MAP_CT),
+            metrics: typed!(pin_dir, SLUICE_MAP_METRICS),
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn upsert_backend(&mut self, id: u32, b: BackendEntry) -> Result<(), MapsError> {
+        let v = lb_backend {
+            address: be_ip(b.ip),
+            port: b.port.to_be(),
+            proto: b.proto,
+            flags: 0,
+        };
+        self.backends
+            .insert(id, v, 0)
+            .map_err(|source| MapsError::Write {
+                map: "sl_backends",
+                op: "insert",
+                source,
+            })
+    }
+
+    pub fn delete_backend(&mut self, id: u32) -> Result<(), MapsError> {
+        ignore_missing(self.backends.remove(&id)).map_err(|source| MapsError::Write {
+            map: "sl_backends",
+            op: "delete",
+            source,
+        })
+    }
+
+    pub fn upsert_revnat(&mut self, id: u32, f: FrontendKey) -> Result<(), MapsError> {
+        let v = lb_revnat {
+            address: be_ip(f.ip),
+            port: f.port.to_be(),
+            proto: f.proto,
+            pad0: 0,
+        };
+        self.revnat.insert(id, v, 0).map_err(|source| MapsError::Write {
+            map: "sl_revnat",
+            op: "insert",
+            source,
+        })
+    }
+
+    pub fn delete_revnat(&mut self, id: u32) -> Result<(), MapsError> {
+        ignore_missing(self.revnat.remove(&id)).map_err(|source| MapsError::Write {
+            map: "sl_revnat",
+            op: "delete",
+            source,
+        })
+    }
+
+    pub fn upsert_master(
+        &mut self,
+        f: FrontendKey,
+        count: u16,
+        rev_nat_id: u32,
+        flags: u8,
+    ) -> Result<(), MapsError> {
+        let v = lb_service {
+            count,
+            rev_nat_id,
+            flags,
+            ..Default::default()
+        };
+        self.services
+            .insert(service_key(f, 0), v, 0)
+            .map_err(|source| MapsError::Write {
+                map: "sl_services",
+                op: "insert master",
+                source,
+            })
+    }
+
+    pub fn upsert_slot(&mut self, f: FrontendKey, slot: u16, backend_id: u32) -> Result<(), MapsError> {
+        let v = lb_service {
+            backend_id,
+            ..Default::default()
+        };
+        self.services
+            .insert(service_key(f, slot), v, 0)
+            .map_err(|source| MapsError::Write {
+                map: "sl_services",
+                op: "insert slot",
+                source,
+            })
+    }
+
+    pub fn delete_service_entry(&mut self, f: FrontendKey, slot: u16) -> Result<(), MapsError> {
+        ignore_missing(self.services.remove(&service_key(f, slot))).map_err(|source| {
+            MapsError::Write {
+                map: "sl_services",
+                op: "delete",
+                source,
+            }
+        })
+    }
+
+    pub fn service_rows(&self) -> Result<Vec<ServiceRow>, MapsError> {
+        let mut rows = Vec::new();
+        for item in self.services.iter() {
+            let (k, v) = item.map_err(|source| MapsError::Read {
+                map: "sl_services",
+                source,
+            })?;
+            let frontend = frontend_of(&k);
+            rows.push(if k.slot == 0 {
+                ServiceRow::Master {
+                    frontend,
+                    count: v.count,
+                    rev_nat_id: v.rev_nat_id,
+                    flags: v.flags,
+                }
+            } else {
+                ServiceRow::Slot {
+                    frontend,
+                    slot: k.slot,
+                    backend_id: v.backend_id,
+                }
+            });
+        }
+        Ok(rows)
+    }
+
+    pub fn backend_rows(&self) -> Result<Vec<(u32, BackendEntry)>, MapsError> {
+        let mut rows = Vec::new();
+        for item in self.backends.iter() {
+            let (id, v) = item.map_err(|source| MapsError::Read {
+                map: "sl_backends",
+                source,
+            })?;
+            rows.push((
+                id,
+                BackendEntry {
+                    ip: ip_of(v.address),
+                    port: u16::from_be(v.port),
+                    proto: v.proto,
+                },
+            ));
+        }
+        Ok(rows)
+    }
+
+    pub fn revnat_rows(&self) -> Result<Vec<(u32, FrontendKey)>, MapsError> {
+        let mut rows = Vec::new();
+        for item in self.revnat.iter() {
+            let (id, v) = item.map_err(|source| MapsError::Read {
+                map: "sl_revnat",
+                source,
+            })?;
+            rows.push((
+                id,
+                FrontendKey {
+                    ip: ip_of(v.address),
+                    port: u16::from_be(v.port),
+                    proto: v.proto,
+                },
+            ));
+        }
+        Ok(rows)
+    }
+
+    pub fn ct_rows(&self) -> Result<Vec<CtRow>, MapsError> {
+        let mut rows = Vec::new();
+        for item in self.ct.iter() {
+            let (k, v) = item.map_err(|source| MapsError::Read {
+                map: "sl_ct",
+                source,
+            })?;
+            rows.push(ct_row(&k, &v));
+        }
+        Ok(rows)
+    }
+
+    /// Deletes conntrack entries matching `pred` (e.g. flows to a removed UDP backend).
+    pub fn ct_delete_where(&mut self, pred: impl Fn(&CtRow) -> bool) -> Result<usize, MapsError> {
+        let victims: Vec<ct_key> = {
+            let mut v = Vec::new();
+            for item in self.ct.iter() {
+                let (k, e) = item.map_err(|source| MapsError::Read {
+                    map: "sl_ct",
+                    source,
+                })?;
+                let row = ct_row(&k, &e);
+                if pred(&row) {
+                    v.push(k);
+                }
+            }
+            v
+        };
+        for k in &victims {
+            ignore_missing(self.ct.remove(k)).map_err(|source| MapsError::Write {
+                map: "sl_ct",
+                op: "delete",
+                source,
+            })?;
+        }
+        Ok(victims.len())
+    }
+
+    /// Per-CPU counters summed, indexed by `sluice_metric`.
+    pub fn metrics(&self) -> Result<Vec<u64>, MapsError> {
+        let mut out = Vec::new();
+        for item in self.metrics.iter() {
+            let per_cpu = item.map_err(|source| MapsError::Read {
+                map: "sl_metrics",
+                source,
+            })?;
+            out.push(per_cpu.iter().sum());
+        }
+        Ok(out)
+    }
+}
