@@ -101,26 +101,28 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pk
 	if (ip->frag_off & bpf_htons(IP_OFFSET_MASK))
 		return PARSE_NO_PORTS;
 
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = data + pkt->l4_off;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return PARSE_NO_PORTS;
 
-		if ((void *)(th + 1) > data_end)
-			return PARSE_INVALID;
-		pkt->sport = th->source;
-		pkt->dport = th->dest;
-		pkt->tcp_flags = ((__u8 *)th)[13];
-		return PARSE_OK;
-	}
-	if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *uh = data + pkt->l4_off;
+	/*
+	 * One pointer and one bounds check for both protocols (ports sit at the
+	 * same offsets): checks on separate copies per branch get merged by the
+	 * compiler in ways the verifier cannot follow.
+	 */
+	{
+		__u8 *l4 = data + pkt->l4_off;
 
-		if ((void *)(uh + 1) > data_end)
+		if ((void *)(l4 + sizeof(struct udphdr)) > data_end)
 			return PARSE_INVALID;
-		pkt->sport = uh->source;
-		pkt->dport = uh->dest;
-		return PARSE_OK;
+		pkt->sport = *(__be16 *)l4;
+		pkt->dport = *(__be16 *)(l4 + 2);
+		if (pkt->proto == IPPROTO_TCP) {
+			if ((void *)(l4 + sizeof(struct tcphdr)) > data_end)
+				return PARSE_INVALID;
+			pkt->tcp_flags = l4[13];
+		}
 	}
-	return PARSE_NO_PORTS;
+	return PARSE_OK;
 }
 
 #endif /* SLUICE_COMMON_H */

@@ -9,7 +9,8 @@ use std::process::Command;
 const PROGRAMS: &[&str] = &["from_pod", "to_pod", "nodeport"];
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let bpf_dir = manifest.join("../../bpf");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed={}", bpf_dir.display());
@@ -37,7 +38,9 @@ fn find_clang() -> String {
 fn compile(clang: &str, bpf_dir: &Path, prog: &str, out: &Path) {
     let src = bpf_dir.join(format!("{prog}.c"));
     let status = Command::new(clang)
-        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror"])
+        .args([
+            "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
+        ])
         .arg(format!("-I{}", bpf_dir.join("include").display()))
         // Without the multiarch dir clang stops at <asm/types.h>.
         .arg("-I/usr/include/x86_64-linux-gnu")

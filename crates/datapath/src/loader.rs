@@ -221,9 +221,21 @@ impl Datapath {
             source,
         })?;
         Ok(Self {
-            from_pod: load_object("from_pod.o", FROM_POD_OBJ, Program::FromPod.name(), cfg, &pin_dir)?,
+            from_pod: load_object(
+                "from_pod.o",
+                FROM_POD_OBJ,
+                Program::FromPod.name(),
+                cfg,
+                &pin_dir,
+            )?,
             to_pod: load_object("to_pod.o", TO_POD_OBJ, Program::ToPod.name(), cfg, &pin_dir)?,
-            nodeport: load_object("nodeport.o", NODEPORT_OBJ, Program::NodePort.name(), cfg, &pin_dir)?,
+            nodeport: load_object(
+                "nodeport.o",
+                NODEPORT_OBJ,
+                Program::NodePort.name(),
+                cfg,
+                &pin_dir,
+            )?,
             pin_dir,
             mode: None,
         })
@@ -320,7 +332,8 @@ impl Datapath {
         }
 
         let prog = self.program_mut(p)?;
-        match prog.attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default())) {
+        match prog.attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        {
             Ok(id) => {
                 let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
                 let fd_link = FdLink::try_from(link).map_err(|e| err(e.to_string()))?;
@@ -350,13 +363,17 @@ impl Datapath {
     pub fn test_run(&mut self, p: Program, packet: &[u8]) -> Result<(u32, Vec<u8>), DatapathError> {
         let prog = self.program_mut(p)?;
         let mut out = vec![0u8; packet.len() + 256];
-        let mut opts = aya::programs::TestRunOptions::default();
-        opts.data_in = Some(packet);
-        opts.data_out = Some(&mut out);
-        let res = prog.test_run(opts).map_err(|source| DatapathError::TestRun {
-            program: p.name(),
-            source: Box::new(source),
-        })?;
+        let opts = aya::programs::TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let res = prog
+            .test_run(opts)
+            .map_err(|source| DatapathError::TestRun {
+                program: p.name(),
+                source: Box::new(source),
+            })?;
         out.truncate(res.data_size_out as usize);
         Ok((res.return_value, out))
     }

@@ -202,11 +202,13 @@ impl LbMaps {
             proto: f.proto,
             pad0: 0,
         };
-        self.revnat.insert(id, v, 0).map_err(|source| MapsError::Write {
-            map: "sl_revnat",
-            op: "insert",
-            source,
-        })
+        self.revnat
+            .insert(id, v, 0)
+            .map_err(|source| MapsError::Write {
+                map: "sl_revnat",
+                op: "insert",
+                source,
+            })
     }
 
     pub fn delete_revnat(&mut self, id: u32) -> Result<(), MapsError> {
@@ -239,7 +241,12 @@ impl LbMaps {
             })
     }
 
-    pub fn upsert_slot(&mut self, f: FrontendKey, slot: u16, backend_id: u32) -> Result<(), MapsError> {
+    pub fn upsert_slot(
+        &mut self,
+        f: FrontendKey,
+        slot: u16,
+        backend_id: u32,
+    ) -> Result<(), MapsError> {
         let v = lb_service {
             backend_id,
             ..Default::default()

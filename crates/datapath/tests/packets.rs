@@ -1,0 +1,428 @@
+//! Packet tests of the kernel programs through BPF_PROG_TEST_RUN: build a
+//! packet, run the program, assert the verdict and the packet it produced
+//! (addresses, ports, and checksums recomputed from scratch). Needs root.
+#![allow(clippy::unwrap_used)]
+
+use etherparse::{Icmpv4Header, Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use sluice_datapath::loader::{pin_dir, Program};
+use sluice_datapath::maps::{BackendEntry, FrontendKey};
+use sluice_datapath::{Datapath, DatapathConfig, LbMaps};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 2);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const BACKEND_A: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 5);
+const BACKEND_B: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 6);
+const NODE: Ipv4Addr = Ipv4Addr::new(172, 31, 9, 1);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(172, 31, 9, 2);
+const POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// A datapath loaded under a unique node name; its pins are removed on drop.
+struct Harness {
+    dp: Datapath,
+    maps: LbMaps,
+    _pins: PinGuard,
+}
+
+/// Removes a pin directory, also when loading fails half-way.
+struct PinGuard(PathBuf);
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "packet tests load BPF programs and need root"
+        );
+        static N: AtomicU32 = AtomicU32::new(0);
+        let node = format!(
+            "slctest-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let cfg = DatapathConfig::new("/sys/fs/bpf", node.clone());
+        let pins = PinGuard(pin_dir(&cfg.bpffs_root, &node));
+        let dp = Datapath::load(&cfg).unwrap();
+        let maps = LbMaps::open(dp.pin_dir()).unwrap();
+        Self {
+            dp,
+            maps,
+            _pins: pins,
+        }
+    }
+
+    fn service(
+        &mut self,
+        f: FrontendKey,
+        rev_nat: u32,
+        nodeport: bool,
+        backends: &[(u32, Ipv4Addr, u16)],
+    ) {
+        for (slot, (id, ip, port)) in backends.iter().enumerate() {
+            self.maps
+                .upsert_backend(
+                    *id,
+                    BackendEntry {
+                        ip: *ip,
+                        port: *port,
+                        proto: f.proto,
+                    },
+                )
+                .unwrap();
+            self.maps.upsert_slot(f, slot as u16 + 1, *id).unwrap();
+        }
+        self.maps.upsert_revnat(rev_nat, f).unwrap();
+        self.maps
+            .upsert_master(f, backends.len() as u16, rev_nat, u8::from(nodeport))
+            .unwrap();
+    }
+
+    fn run(&mut self, p: Program, pkt: &[u8]) -> (u32, Vec<u8>) {
+        self.dp.test_run(p, pkt).unwrap()
+    }
+}
+
+fn fe(ip: Ipv4Addr, port: u16, proto: u8) -> FrontendKey {
+    FrontendKey { ip, port, proto }
+}
+
+fn tcp_syn(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), with_options: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(POD_MAC, HOST_MAC)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, 1000, 64240)
+        .syn();
+    let b = if with_options {
+        b.options(&[
+            etherparse::TcpOptionElement::MaximumSegmentSize(1460),
+            etherparse::TcpOptionElement::SelectiveAcknowledgementPermitted,
+            etherparse::TcpOptionElement::WindowScale(7),
+            etherparse::TcpOptionElement::Noop,
+        ])
+        .unwrap()
+    } else {
+        b
+    };
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+fn tcp_ack(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(POD_MAC, HOST_MAC)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, 5000, 64240)
+        .ack(1001);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(POD_MAC, HOST_MAC)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .udp(src.1, dst.1);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+/// Addresses and ports of a TCP/UDP packet, after checking both checksums
+/// against a from-scratch computation.
+fn tuple_checked(pkt: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let sliced = SlicedPacket::from_ethernet(pkt).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = sliced.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "IP header checksum"
+    );
+    let src = Ipv4Addr::from(h.source);
+    let dst = Ipv4Addr::from(h.destination);
+    match sliced.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+            assert_eq!(t.checksum(), want, "TCP checksum");
+            ((src, t.source_port()), (dst, t.destination_port()))
+        }
+        Some(TransportSlice::Udp(u)) => {
+            if u.checksum() != 0 {
+                let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+                assert_eq!(u.checksum(), want, "UDP checksum");
+            }
+            ((src, u.source_port()), (dst, u.destination_port()))
+        }
+        other => panic!("unexpected transport {other:?}"),
+    }
+}
+
+#[test]
+fn dnat_then_reverse_nat_with_valid_checksums() {
+    let mut h = Harness::new();
+    let f = fe(VIP, 80, TCP);
+    h.service(f, 1, false, &[(1, BACKEND_A, 8080)]);
+
+    let (verdict, out) = h.run(Program::FromPod, &tcp_syn((CLIENT, 40000), (VIP, 80), true));
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((CLIENT, 40000), (BACKEND_A, 8080)));
+
+    // Later packets of the flow follow conntrack.
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_ack((CLIENT, 40000), (VIP, 80), b"GET / HTTP/1.1\r\n\r\n"),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((CLIENT, 40000), (BACKEND_A, 8080)));
+
+    // The backend's reply leaves its pod and gets the Service address back.
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_ack(
+            (BACKEND_A, 8080),
+            (CLIENT, 40000),
+            b"HTTP/1.1 200 OK\r\n\r\n",
+        ),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((VIP, 80), (CLIENT, 40000)));
+
+    let ct = h.maps.ct_rows().unwrap();
+    assert_eq!(ct.len(), 2, "forward and reply entries: {ct:?}");
+    assert!(ct
+        .iter()
+        .any(|r| !r.reply && r.nat == (BACKEND_A, 8080) && r.rev_nat_id == 1));
+    assert!(ct.iter().any(|r| r.reply && r.nat == (VIP, 80)));
+}
+
+#[test]
+fn reverse_nat_on_to_pod_for_non_pod_backends() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 53, UDP), 2, false, &[(1, NODE, 5353)]);
+    let (_, out) = h.run(Program::FromPod, &udp((CLIENT, 3333), (VIP, 53), b"query"));
+    assert_eq!(tuple_checked(&out), ((CLIENT, 3333), (NODE, 5353)));
+    let (verdict, out) = h.run(
+        Program::ToPod,
+        &udp((NODE, 5353), (CLIENT, 3333), b"answer"),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((VIP, 53), (CLIENT, 3333)));
+}
+
+#[test]
+fn udp_without_checksum_keeps_zero_checksum() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 53, UDP), 3, false, &[(1, BACKEND_A, 53)]);
+    let mut pkt = udp((CLIENT, 3333), (VIP, 53), b"q");
+    let udp_csum = 14 + 20 + 6;
+    pkt[udp_csum] = 0;
+    pkt[udp_csum + 1] = 0;
+    let (_, out) = h.run(Program::FromPod, &pkt);
+    assert_eq!(tuple_checked(&out), ((CLIENT, 3333), (BACKEND_A, 53)));
+    assert_eq!(&out[udp_csum..udp_csum + 2], &[0, 0]);
+}
+
+#[test]
+fn traffic_that_is_not_for_a_service_passes_untouched() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 1, false, &[(1, BACKEND_A, 8080)]);
+    for pkt in [
+        tcp_syn((CLIENT, 40000), (BACKEND_B, 80), false),
+        tcp_syn((CLIENT, 40000), (VIP, 81), false),
+        udp((CLIENT, 40000), (VIP, 80), b"x"),
+    ] {
+        let (verdict, out) = h.run(Program::FromPod, &pkt);
+        assert_eq!(verdict, TC_ACT_OK);
+        assert_eq!(out, pkt);
+    }
+}
+
+#[test]
+fn no_endpoint_tcp_gets_rst_ack_with_valid_checksum() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 1, false, &[]);
+    for with_options in [false, true] {
+        let (verdict, out) = h.run(
+            Program::FromPod,
+            &tcp_syn((CLIENT, 40001), (VIP, 80), with_options),
+        );
+        assert_eq!(verdict, TC_ACT_REDIRECT, "sent back to the client");
+        assert_eq!(out.len(), 14 + 20 + 20, "no options, no payload");
+        assert_eq!(&out[0..6], &POD_MAC, "MACs swapped");
+        assert_eq!(tuple_checked(&out), ((VIP, 80), (CLIENT, 40001)));
+        let sliced = SlicedPacket::from_ethernet(&out).unwrap();
+        let Some(TransportSlice::Tcp(t)) = sliced.transport else {
+            panic!()
+        };
+        assert!(t.rst() && t.ack() && !t.syn());
+        assert_eq!(t.acknowledgment_number(), 1001, "acks the SYN");
+        assert_eq!(t.sequence_number(), 0);
+    }
+    let m = h.maps.metrics().unwrap();
+    assert_eq!(m[5], 2, "reject counter: {m:?}");
+}
+
+#[test]
+fn no_endpoint_tcp_ack_gets_rst_with_its_sequence() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 1, false, &[]);
+    let (verdict, out) = h.run(Program::FromPod, &tcp_ack((CLIENT, 40002), (VIP, 80), &[]));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let sliced = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(TransportSlice::Tcp(t)) = sliced.transport else {
+        panic!()
+    };
+    assert!(t.rst() && !t.ack());
+    assert_eq!(
+        t.sequence_number(),
+        1001,
+        "RST takes the segment's ACK number"
+    );
+    tuple_checked(&out);
+}
+
+#[test]
+fn no_endpoint_udp_gets_icmp_port_unreachable() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 53, UDP), 1, false, &[]);
+    let original = udp(
+        (CLIENT, 5000),
+        (VIP, 53),
+        b"a longer payload than eight bytes",
+    );
+    let (verdict, out) = h.run(Program::FromPod, &original);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[0..6], &POD_MAC);
+    let sliced = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = sliced.net else {
+        panic!()
+    };
+    let iph = ip.header().to_header();
+    assert_eq!(iph.header_checksum, iph.calc_header_checksum());
+    assert_eq!(Ipv4Addr::from(iph.source), VIP);
+    assert_eq!(Ipv4Addr::from(iph.destination), CLIENT);
+    let Some(TransportSlice::Icmpv4(icmp)) = sliced.transport else {
+        panic!("not ICMP")
+    };
+    assert!(matches!(
+        icmp.icmp_type(),
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)
+    ));
+    let want = Icmpv4Header::with_checksum(icmp.icmp_type(), icmp.payload());
+    assert_eq!(icmp.checksum(), want.checksum, "ICMP checksum");
+    // The quote is the original IP header and the first 8 bytes of UDP.
+    assert_eq!(icmp.payload(), &original[14..14 + 28]);
+}
+
+#[test]
+fn established_flow_keeps_its_backend_after_removal_new_flows_do_not_get_it() {
+    let mut h = Harness::new();
+    let f = fe(VIP, 80, TCP);
+    h.service(f, 1, false, &[(1, BACKEND_A, 8080)]);
+    let (_, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 41000), (VIP, 80), false),
+    );
+    assert_eq!(tuple_checked(&out).1, (BACKEND_A, 8080));
+
+    // Backend A leaves; B joins (slot 1 now names B).
+    h.maps
+        .upsert_backend(
+            2,
+            BackendEntry {
+                ip: BACKEND_B,
+                port: 8080,
+                proto: TCP,
+            },
+        )
+        .unwrap();
+    h.maps.upsert_slot(f, 1, 2).unwrap();
+    h.maps.delete_backend(1).unwrap();
+
+    let (_, out) = h.run(Program::FromPod, &tcp_ack((CLIENT, 41000), (VIP, 80), b"x"));
+    assert_eq!(
+        tuple_checked(&out).1,
+        (BACKEND_A, 8080),
+        "established flow stays"
+    );
+    for port in 41001..41021 {
+        let (_, out) = h.run(Program::FromPod, &tcp_syn((CLIENT, port), (VIP, 80), false));
+        assert_eq!(
+            tuple_checked(&out).1,
+            (BACKEND_B, 8080),
+            "new flows avoid the removed backend"
+        );
+    }
+}
+
+#[test]
+fn new_flows_spread_over_all_backends() {
+    let mut h = Harness::new();
+    h.service(
+        fe(VIP, 80, TCP),
+        1,
+        false,
+        &[(1, BACKEND_A, 8080), (2, BACKEND_B, 8080)],
+    );
+    let mut seen = std::collections::BTreeMap::new();
+    for port in 42000..42200 {
+        let (_, out) = h.run(Program::FromPod, &tcp_syn((CLIENT, port), (VIP, 80), false));
+        *seen.entry(tuple_checked(&out).1 .0).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.values().all(|&n| n >= 60), "roughly even: {seen:?}");
+}
+
+#[test]
+fn nodeport_from_outside_and_its_reply() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30080, TCP),
+        7,
+        true,
+        &[(1, BACKEND_A, 8080)],
+    );
+    let (verdict, out) = h.run(
+        Program::NodePort,
+        &tcp_syn((OUTSIDE, 50000), (NODE, 30080), true),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((OUTSIDE, 50000), (BACKEND_A, 8080)));
+    // The reply leaves the backend pod; the node address and NodePort come back.
+    let (_, out) = h.run(
+        Program::FromPod,
+        &tcp_ack((BACKEND_A, 8080), (OUTSIDE, 50000), b"ok"),
+    );
+    assert_eq!(tuple_checked(&out), ((NODE, 30080), (OUTSIDE, 50000)));
+    // NodePort frontends only match on node devices, not from pods.
+    let pkt = tcp_syn((CLIENT, 50001), (NODE, 30080), false);
+    let (verdict, out) = h.run(Program::FromPod, &pkt);
+    assert_eq!((verdict, out), (TC_ACT_OK, pkt));
+}
+
+#[test]
+fn inconsistent_master_drops_instead_of_misrouting() {
+    let mut h = Harness::new();
+    let f = fe(VIP, 80, TCP);
+    h.maps.upsert_master(f, 3, 1, 0).unwrap(); // slots never written
+    let (verdict, _) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 43000), (VIP, 80), false),
+    );
+    assert_eq!(verdict, TC_ACT_SHOT);
+}
