@@ -1,1 +1,174 @@
-//! The agent.
+//! `sluice agent`: one per node. Sources → store → compiler → reconciler →
+//! maps, an endpoint registry and IPAM for the CNI plugin, and the HTTP/JSON
+//! API the CLI uses.
+
+pub mod api;
+pub mod controller;
+pub mod endpoints;
+pub mod ipam;
+pub mod persist;
+pub mod reconciler;
+pub mod source;
+
+use controller::{Command, Controller};
+use ipnet::Ipv4Net;
+use sluice_core::CompileConfig;
+use sluice_datapath::loader::{CtTimeouts, MapSizes};
+use sluice_datapath::{Datapath, DatapathConfig};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub manifests: PathBuf,
+    pub pod_cidr: Ipv4Net,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub bpffs_root: PathBuf,
+    /// Node devices that serve NodePort.
+    pub devices: Vec<String>,
+    pub compile: CompileConfig,
+    pub ct_timeouts: CtTimeouts,
+    pub map_sizes: MapSizes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Datapath(#[from] sluice_datapath::DatapathError),
+    #[error(transparent)]
+    Maps(#[from] sluice_datapath::MapsError),
+    #[error(transparent)]
+    Reconcile(#[from] reconciler::ReconcileError),
+    #[error("cannot restore IDs from the pinned maps: {0}")]
+    Restore(String),
+    #[error(transparent)]
+    Ipam(#[from] ipam::IpamError),
+    #[error(transparent)]
+    State(#[from] persist::PersistError),
+    #[error("cannot watch manifest directory {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+    #[error("cannot serve the API on {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn mkdir(path: &std::path::Path) -> Result<(), AgentError> {
+    std::fs::create_dir_all(path).map_err(|source| AgentError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs the agent until SIGINT/SIGTERM. Programs and maps stay pinned when it
+/// exits, so established traffic keeps flowing while it is down.
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    mkdir(&cfg.state_dir)?;
+    mkdir(&cfg.manifests)?;
+    if let Some(parent) = cfg.socket.parent() {
+        mkdir(parent)?;
+    }
+    let dp_cfg = DatapathConfig {
+        bpffs_root: cfg.bpffs_root.clone(),
+        node_name: cfg.node_name.clone(),
+        ct_timeouts: cfg.ct_timeouts,
+        map_sizes: cfg.map_sizes,
+    };
+    let datapath = Datapath::load(&dp_cfg)?;
+    let mut controller = Controller::start(cfg.clone(), datapath)?;
+
+    // First sync: everything in the directory, diffed against what the
+    // pinned maps already hold, so a restart rewrites only what changed.
+    let mut manifests = source::ManifestDir::new(cfg.manifests.clone());
+    let initial = manifests.scan();
+    tracing::info!(files = initial.len(), dir = %cfg.manifests.display(), "initial manifest scan");
+    controller.handle(Command::Manifests(initial));
+    controller.sync(Vec::new());
+
+    let (tx, mut rx) = mpsc::channel::<Command>(1024);
+    // The controller does blocking map syscalls: give it a thread of its own.
+    std::thread::Builder::new()
+        .name("sluice-controller".into())
+        .spawn(move || {
+            while let Some(cmd) = rx.blocking_recv() {
+                controller.handle(cmd);
+            }
+        })
+        .map_err(|source| AgentError::Dir {
+            path: cfg.state_dir.clone(),
+            source,
+        })?;
+
+    let (files_tx, mut files_rx) = mpsc::channel(64);
+    let _watcher = source::watch(manifests, files_tx).map_err(|source| AgentError::Watch {
+        path: cfg.manifests.clone(),
+        source,
+    })?;
+    let fwd = tx.clone();
+    tokio::spawn(async move {
+        while let Some(files) = files_rx.recv().await {
+            if fwd.send(Command::Manifests(files)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let retry = tx.clone();
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            t.tick().await;
+            if retry.send(Command::Retry).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let sock_err = |source| AgentError::Socket {
+        path: cfg.socket.clone(),
+        source,
+    };
+    // A socket file left by a killed agent would make bind fail.
+    let _ = std::fs::remove_file(&cfg.socket);
+    let listener = tokio::net::UnixListener::bind(&cfg.socket).map_err(sock_err)?;
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(sock_err)?;
+    tracing::info!(socket = %cfg.socket.display(), node = %cfg.node_name, "agent ready");
+
+    let app = api::router(tx);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(sock_err)?;
+    let _ = std::fs::remove_file(&cfg.socket);
+    tracing::info!("agent stopped; programs and maps stay pinned");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

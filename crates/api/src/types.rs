@@ -98,7 +98,7 @@ pub struct ServiceInfo {
     pub port: u16,
     pub protocol: String,
     pub port_name: String,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     pub backends: Vec<BackendInfo>,
 }
 

@@ -15,15 +15,21 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
     #[error("cannot open pinned map {path}: {source} (is the agent running, or has it ever run on this node?)")]
-    Open { path: PathBuf, source: MapError },
+    Open {
+        path: PathBuf,
+        source: Box<MapError>,
+    },
     #[error("{op} on map {map} failed: {source}")]
     Write {
         map: &'static str,
         op: &'static str,
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("reading map {map} failed: {source}")]
-    Read { map: &'static str, source: MapError },
+    Read {
+        map: &'static str,
+        source: Box<MapError>,
+    },
 }
 
 /// A frontend as the maps key it: address (0.0.0.0 for NodePort), port, IP protocol number.
@@ -139,9 +145,12 @@ fn open_map(pin_dir: &Path, name: &[u8]) -> Result<Map, MapsError> {
     let path = pin_dir.join(name);
     let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {
         path: path.clone(),
-        source,
+        source: Box::new(source),
     })?;
-    Map::from_map_data(data).map_err(|source| MapsError::Open { path, source })
+    Map::from_map_data(data).map_err(|source| MapsError::Open {
+        path,
+        source: Box::new(source),
+    })
 }
 
 macro_rules! typed {
@@ -149,7 +158,7 @@ macro_rules! typed {
         let map = open_map($pin_dir, $name)?;
         map.try_into().map_err(|source| MapsError::Open {
             path: $pin_dir.join(String::from_utf8_lossy($name).trim_end_matches('\0')),
-            source,
+            source: Box::new(source),
         })?
     }};
 }
@@ -183,7 +192,7 @@ impl LbMaps {
             .map_err(|source| MapsError::Write {
                 map: "sl_backends",
                 op: "insert",
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -191,7 +200,7 @@ impl LbMaps {
         ignore_missing(self.backends.remove(&id)).map_err(|source| MapsError::Write {
             map: "sl_backends",
             op: "delete",
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -207,7 +216,7 @@ impl LbMaps {
             .map_err(|source| MapsError::Write {
                 map: "sl_revnat",
                 op: "insert",
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -215,7 +224,7 @@ impl LbMaps {
         ignore_missing(self.revnat.remove(&id)).map_err(|source| MapsError::Write {
             map: "sl_revnat",
             op: "delete",
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -237,7 +246,7 @@ impl LbMaps {
             .map_err(|source| MapsError::Write {
                 map: "sl_services",
                 op: "insert master",
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -256,7 +265,7 @@ impl LbMaps {
             .map_err(|source| MapsError::Write {
                 map: "sl_services",
                 op: "insert slot",
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -265,7 +274,7 @@ impl LbMaps {
             MapsError::Write {
                 map: "sl_services",
                 op: "delete",
-                source,
+                source: Box::new(source),
             }
         })
     }
@@ -275,7 +284,7 @@ impl LbMaps {
         for item in self.services.iter() {
             let (k, v) = item.map_err(|source| MapsError::Read {
                 map: "sl_services",
-                source,
+                source: Box::new(source),
             })?;
             let frontend = frontend_of(&k);
             rows.push(if k.slot == 0 {
@@ -301,7 +310,7 @@ impl LbMaps {
         for item in self.backends.iter() {
             let (id, v) = item.map_err(|source| MapsError::Read {
                 map: "sl_backends",
-                source,
+                source: Box::new(source),
             })?;
             rows.push((
                 id,
@@ -320,7 +329,7 @@ impl LbMaps {
         for item in self.revnat.iter() {
             let (id, v) = item.map_err(|source| MapsError::Read {
                 map: "sl_revnat",
-                source,
+                source: Box::new(source),
             })?;
             rows.push((
                 id,
@@ -339,7 +348,7 @@ impl LbMaps {
         for item in self.ct.iter() {
             let (k, v) = item.map_err(|source| MapsError::Read {
                 map: "sl_ct",
-                source,
+                source: Box::new(source),
             })?;
             rows.push(ct_row(&k, &v));
         }
@@ -353,7 +362,7 @@ impl LbMaps {
             for item in self.ct.iter() {
                 let (k, e) = item.map_err(|source| MapsError::Read {
                     map: "sl_ct",
-                    source,
+                    source: Box::new(source),
                 })?;
                 let row = ct_row(&k, &e);
                 if pred(&row) {
@@ -366,7 +375,7 @@ impl LbMaps {
             ignore_missing(self.ct.remove(k)).map_err(|source| MapsError::Write {
                 map: "sl_ct",
                 op: "delete",
-                source,
+                source: Box::new(source),
             })?;
         }
         Ok(victims.len())
@@ -378,7 +387,7 @@ impl LbMaps {
         for item in self.metrics.iter() {
             let per_cpu = item.map_err(|source| MapsError::Read {
                 map: "sl_metrics",
-                source,
+                source: Box::new(source),
             })?;
             out.push(per_cpu.iter().sum());
         }

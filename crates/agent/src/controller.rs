@@ -1,0 +1,406 @@
+//! The agent's single owner of state: store, compiler, reconciler, datapath,
+//! IPAM and endpoint registry. Everything that changes state arrives as a
+//! [`Command`] on one channel and is handled in order, so there are no locks
+//! and no interleavings to reason about: a manifest change and a pod
+//! registration can never race each other into the maps.
+
+use crate::endpoints::{EndpointRecord, Registry};
+use crate::ipam::{Ipam, IpamError};
+use crate::reconciler::{read_applied, Reconciler};
+use crate::source::FileUpdate;
+use crate::AgentConfig;
+use sluice_api::{
+    BackendInfo, DatapathStatus, EndpointInfo, EndpointRegistration, EndpointState, IpamAllocation,
+    IpamRequest, RejectedObject, ServiceInfo, Status,
+};
+use sluice_core::{parse_documents_with, plan_full, Change, Engine, FrontendKind, Store};
+use sluice_datapath::Datapath;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+/// The gateway every pod routes through: link-local, answered by a static
+/// neighbour entry that points at the host side of the pod's veth.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// An API-facing failure: HTTP status + machine-readable kind + message.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: u16,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, Failure>>;
+
+pub enum Command {
+    Manifests(Vec<FileUpdate>),
+    Allocate(IpamRequest, Reply<IpamAllocation>),
+    Release(String, Reply<()>),
+    Register(String, EndpointRegistration, Reply<EndpointInfo>),
+    Unregister(String, Reply<()>),
+    Endpoints(Reply<Vec<EndpointInfo>>),
+    Services(Reply<Vec<ServiceInfo>>),
+    Status(Reply<Status>),
+    /// Periodic: retry a sync that failed (e.g. a full map).
+    Retry,
+}
+
+pub struct Controller {
+    cfg: AgentConfig,
+    store: Store,
+    engine: Engine,
+    reconciler: Reconciler,
+    datapath: Datapath,
+    ipam: Ipam,
+    registry: Registry,
+    endpoint_state: HashMap<String, (EndpointState, Option<String>)>,
+    /// Files that could not be read: their objects stay as they were.
+    file_errors: HashMap<String, String>,
+    /// The maps may differ from the engine's desired state: resync with a full diff.
+    dirty: bool,
+    last_sync_unix: Option<u64>,
+    last_sync_writes: usize,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn interface_exists(ifname: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(ifname).exists()
+}
+
+impl Controller {
+    /// Loads the datapath (reusing pinned maps), reads back what they hold,
+    /// restores IDs and the endpoint registry, and re-attaches programs.
+    /// Nothing is written to the maps until the first [`Controller::sync`].
+    pub fn start(cfg: AgentConfig, datapath: Datapath) -> Result<Self, crate::AgentError> {
+        let maps = sluice_datapath::LbMaps::open(datapath.pin_dir())?;
+        let applied = read_applied(&maps)?;
+        let engine = Engine::restore(cfg.compile.clone(), &applied)
+            .map_err(|e| crate::AgentError::Restore(e.to_string()))?;
+        let reconciler = Reconciler::open(maps)?;
+        let ipam = Ipam::open(cfg.pod_cidr, cfg.state_dir.join("ipam.json"))?;
+        let registry = Registry::open(cfg.state_dir.join("endpoints.json"))?;
+        tracing::info!(
+            frontends = applied.masters.len(),
+            backends = applied.backends.len(),
+            endpoints = registry.len(),
+            "restored state from pinned maps and state dir"
+        );
+        let mut c = Self {
+            cfg,
+            store: Store::new(),
+            engine,
+            reconciler,
+            datapath,
+            ipam,
+            registry,
+            endpoint_state: HashMap::new(),
+            file_errors: HashMap::new(),
+            dirty: true,
+            last_sync_unix: None,
+            last_sync_writes: 0,
+        };
+        for dev in c.cfg.devices.clone() {
+            c.datapath.attach_device(&dev)?;
+            tracing::info!(device = %dev, "NodePort program attached");
+        }
+        let records: Vec<EndpointRecord> = c.registry.iter().cloned().collect();
+        for rec in records {
+            let _ = c.store.set_pod_ip(&rec.namespace, &rec.pod, Some(rec.ip));
+            let state = c.attach_endpoint(&rec);
+            c.endpoint_state.insert(rec.container_id.clone(), state);
+        }
+        Ok(c)
+    }
+
+    fn attach_endpoint(&mut self, rec: &EndpointRecord) -> (EndpointState, Option<String>) {
+        if !interface_exists(&rec.host_ifname) {
+            return (
+                EndpointState::NotReady,
+                Some(format!("interface {} does not exist", rec.host_ifname)),
+            );
+        }
+        match self.datapath.attach_pod(&rec.host_ifname) {
+            Ok(()) => (EndpointState::Ready, None),
+            Err(e) => (EndpointState::NotReady, Some(e.to_string())),
+        }
+    }
+
+    /// Handles one command. Returns after any resulting map writes are done.
+    pub fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Manifests(files) => {
+                let changes = self.ingest(files);
+                self.apply(changes);
+            }
+            Command::Allocate(req, reply) => {
+                let r = self
+                    .ipam
+                    .allocate(&req.container_id, &req.namespace, &req.pod)
+                    .map(|a| IpamAllocation {
+                        ip: a.ip,
+                        prefix_len: 32,
+                        gateway: POD_GATEWAY,
+                    })
+                    .map_err(|e| match e {
+                        IpamError::Exhausted { .. } => {
+                            Failure::new(507, "ipam_exhausted", e.to_string())
+                        }
+                        IpamError::Persist(_) => Failure::new(500, "state", e.to_string()),
+                    });
+                let _ = reply.send(r);
+            }
+            Command::Release(id, reply) => {
+                let r = self
+                    .ipam
+                    .release(&id)
+                    .map_err(|e| Failure::new(500, "state", e.to_string()));
+                let _ = reply.send(r);
+            }
+            Command::Register(id, reg, reply) => {
+                let r = self.register(&id, reg);
+                let _ = reply.send(r);
+            }
+            Command::Unregister(id, reply) => {
+                let r = self.unregister(&id);
+                let _ = reply.send(r);
+            }
+            Command::Endpoints(reply) => {
+                let _ = reply.send(Ok(self.endpoints()));
+            }
+            Command::Services(reply) => {
+                let _ = reply.send(Ok(self.services()));
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            Command::Retry => {
+                if self.dirty {
+                    self.sync(Vec::new());
+                }
+            }
+        }
+    }
+
+    /// Parses changed files into the store; returns object-level changes.
+    fn ingest(&mut self, files: Vec<FileUpdate>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for f in files {
+            match f.content {
+                None => {
+                    self.file_errors.remove(&f.name);
+                    changes.extend(self.store.remove_file(&f.name));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(file = %f.name, error = %e, "cannot read manifest; its objects stay as they were");
+                    self.file_errors.insert(f.name, e);
+                }
+                Some(Ok(text)) => {
+                    self.file_errors.remove(&f.name);
+                    let outcome = parse_documents_with(&f.name, &text, &self.cfg.compile);
+                    changes.extend(self.store.replace_file(&f.name, outcome));
+                }
+            }
+        }
+        for r in self.store.rejections() {
+            tracing::warn!(rejected = %r, "object rejected");
+        }
+        changes
+    }
+
+    fn apply(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() && !self.dirty {
+            return;
+        }
+        let started = Instant::now();
+        let plan = self.engine.apply(&changes);
+        for e in &plan.errors {
+            tracing::warn!(error = %e, "service not (fully) compiled");
+        }
+        self.sync(plan.ops);
+        tracing::debug!(
+            changes = changes.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "applied"
+        );
+    }
+
+    /// Writes `ops` (the engine's incremental plan) to the maps; when the
+    /// maps may differ from what the engine assumes (start-up, an earlier
+    /// failed write) a full diff against the read-back mirror is used instead.
+    pub fn sync(&mut self, ops: Vec<sluice_core::MapOp>) {
+        let ops = if self.dirty {
+            plan_full(self.engine.desired(), self.reconciler.applied())
+        } else {
+            ops
+        };
+        match self.reconciler.apply(&ops) {
+            Ok(n) => {
+                self.dirty = false;
+                self.last_sync_unix = Some(now_unix());
+                self.last_sync_writes = n;
+                if n > 0 {
+                    tracing::info!(writes = n, "maps updated");
+                }
+            }
+            Err(e) => {
+                self.dirty = true;
+                tracing::error!(error = %e, "map update incomplete; what was programmed stays, retrying");
+            }
+        }
+    }
+
+    fn register(&mut self, id: &str, reg: EndpointRegistration) -> Result<EndpointInfo, Failure> {
+        if reg.namespace.is_empty() || reg.pod.is_empty() || reg.host_ifname.is_empty() {
+            return Err(Failure::new(
+                400,
+                "bad_request",
+                "namespace, pod and host_ifname must not be empty",
+            ));
+        }
+        let rec = EndpointRecord::new(id, &reg);
+        let (state, reason) = self.attach_endpoint(&rec);
+        if state != EndpointState::Ready {
+            return Err(Failure::new(
+                500,
+                "datapath",
+                reason.unwrap_or_else(|| "endpoint not ready".into()),
+            ));
+        }
+        self.registry
+            .upsert(rec.clone())
+            .map_err(|e| Failure::new(500, "state", e.to_string()))?;
+        self.endpoint_state.insert(id.to_string(), (state, None));
+        let changes = self
+            .store
+            .set_pod_ip(&rec.namespace, &rec.pod, Some(rec.ip));
+        self.apply(changes);
+        tracing::info!(pod = %format!("{}/{}", rec.namespace, rec.pod), ip = %rec.ip, ifname = %rec.host_ifname, "endpoint registered");
+        Ok(rec.info(state, None))
+    }
+
+    fn unregister(&mut self, id: &str) -> Result<(), Failure> {
+        let old = self
+            .registry
+            .remove(id)
+            .map_err(|e| Failure::new(500, "state", e.to_string()))?;
+        self.endpoint_state.remove(id);
+        if let Some(rec) = old {
+            self.datapath.detach(&rec.host_ifname);
+            let changes = self.store.set_pod_ip(&rec.namespace, &rec.pod, None);
+            self.apply(changes);
+            tracing::info!(pod = %format!("{}/{}", rec.namespace, rec.pod), "endpoint removed");
+        }
+        Ok(())
+    }
+
+    fn endpoints(&self) -> Vec<EndpointInfo> {
+        self.registry
+            .iter()
+            .map(|r| {
+                let (state, reason) = self
+                    .endpoint_state
+                    .get(&r.container_id)
+                    .cloned()
+                    .unwrap_or((EndpointState::NotReady, Some("not attached".into())));
+                // An interface can vanish under us (pod netns deleted).
+                if state == EndpointState::Ready && !interface_exists(&r.host_ifname) {
+                    return r.info(
+                        EndpointState::NotReady,
+                        Some(format!("interface {} does not exist", r.host_ifname)),
+                    );
+                }
+                r.info(state, reason)
+            })
+            .collect()
+    }
+
+    fn services(&self) -> Vec<ServiceInfo> {
+        let backends = self.engine.backends();
+        self.engine
+            .services()
+            .map(|s| ServiceInfo {
+                service: s.service.clone(),
+                kind: match s.kind {
+                    FrontendKind::ClusterIp => "ClusterIP".into(),
+                    FrontendKind::NodePort => "NodePort".into(),
+                },
+                ip: s.frontend.ip,
+                port: s.frontend.port,
+                protocol: s.frontend.proto.to_string(),
+                port_name: s.port_name.clone(),
+                rev_nat_id: s.rev_nat_id,
+                backends: s
+                    .backend_ids
+                    .iter()
+                    .filter_map(|id| backends.get(id).map(|b| (*id, b)))
+                    .map(|(id, b)| BackendInfo {
+                        id,
+                        ip: b.ip,
+                        port: b.port,
+                        pod: self.registry.pod_by_ip(b.ip),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn status(&self) -> Status {
+        let services: std::collections::BTreeSet<&str> =
+            self.engine.services().map(|s| s.service.as_str()).collect();
+        let mut rejected: Vec<RejectedObject> = self
+            .store
+            .rejections()
+            .map(|r| RejectedObject {
+                file: r.file.clone(),
+                object: r.object.clone(),
+                error: r.error.to_string(),
+            })
+            .collect();
+        rejected.extend(self.file_errors.iter().map(|(f, e)| RejectedObject {
+            file: f.clone(),
+            object: "(file)".into(),
+            error: e.clone(),
+        }));
+        Status {
+            node_name: self.cfg.node_name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            pod_cidr: self.cfg.pod_cidr.to_string(),
+            manifests: self.cfg.manifests.display().to_string(),
+            datapath: DatapathStatus {
+                attach_mode: self
+                    .datapath
+                    .attach_mode()
+                    .map(|m| m.as_str().to_string())
+                    .unwrap_or_else(|| "none yet".into()),
+                pin_dir: self.datapath.pin_dir().display().to_string(),
+                devices: self.cfg.devices.clone(),
+            },
+            services: services.len(),
+            frontends: self.engine.desired().services.len(),
+            backends: self.engine.backends().len(),
+            endpoints: self.registry.len(),
+            last_sync_unix: self.last_sync_unix,
+            last_sync_writes: self.last_sync_writes,
+            map_write_errors: self.reconciler.write_errors(),
+            rejected,
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! Incremental service compiler: object changes → desired datapath tables
+//! and the ordered map operations that reach them.
+//!
+//! Only Services touched by a change are recompiled, found through the
+//! reverse indexes in [`crate::index`], so the cost of a change does not
+//! grow with the number of Services.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::CompileConfig;
+use crate::endpoints::backends_for;
+use crate::ids::{IdAllocator, IdError};
+use crate::index::{Key, Objects};
+pub use crate::model::Protocol;
+use crate::model::{Change, Service};
+use crate::plan::{plan_frontend, AppliedState, MapOp, Master, FLAG_NODE_PORT};
+
+/// A service address as the datapath matches it. `ip` 0.0.0.0 is a
+/// NodePort: it matches every node address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Frontend {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub proto: Protocol,
+}
+
+impl fmt::Display for Frontend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.ip, self.port, self.proto)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BackendAddr {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub proto: Protocol,
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.ip, self.port, self.proto)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum FrontendKind {
+    ClusterIp,
+    NodePort,
+}
+
+/// One programmed frontend of a Service port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DesiredService {
+    pub frontend: Frontend,
+    /// `namespace/name`.
+    pub service: String,
+    pub port_name: String,
+    pub kind: FrontendKind,
+    pub rev_nat_id: u32,
+    /// Slot order: backends sorted by address.
+    pub backend_ids: Vec<u32>,
+}
+
+impl DesiredService {
+    pub fn master(&self) -> Master {
+        Master {
+            // The compiler caps backends at u16::MAX per frontend.
+            count: u16::try_from(self.backend_ids.len()).unwrap_or(u16::MAX),
+            rev_nat_id: self.rev_nat_id,
+            flags: match self.kind {
+                FrontendKind::NodePort => FLAG_NODE_PORT,
+                FrontendKind::ClusterIp => 0,
+            },
+        }
+    }
+}
+
+/// Everything the maps should hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub services: BTreeMap<Frontend, DesiredService>,
+    pub backends: BTreeMap<u32, BackendAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CompileError {
+    /// The Service keeps its previous tables.
+    #[error("Service {service}: {error}")]
+    Ids { service: String, error: IdError },
+    /// Only reachable when the engine is fed without the store's conflict check.
+    #[error("Service {service}: {frontend} is already used by Service {owner}")]
+    FrontendConflict {
+        service: String,
+        frontend: Frontend,
+        owner: String,
+    },
+    #[error("Service {service}: port {port_name:?} has {count} backends; only the first {max} are used", max = u16::MAX)]
+    TooManyBackends {
+        service: String,
+        port_name: String,
+        count: usize,
+    },
+}
+
+/// Result of one [`Engine::apply`]: ops in a safe order, plus what could not
+/// be compiled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub ops: Vec<MapOp>,
+    pub errors: Vec<CompileError>,
+}
+
+/// A frontend as compiled, before IDs.
+struct Spec {
+    frontend: Frontend,
+    kind: FrontendKind,
+    port_name: String,
+    backends: Vec<BackendAddr>,
+}
+
+/// IDs taken during a batch, released only at its end so that an ID freed
+/// by one Service cannot be handed to another within the same plan (the old
+/// user may still be live in the maps until the plan's deletes run).
+#[derive(Default)]
+struct Batch {
+    /// Frontend → its entry before the batch (first touch wins).
+    touched: BTreeMap<Frontend, Option<(Master, Vec<u32>)>>,
+    new_backends: BTreeSet<u32>,
+    new_rev_nat: BTreeMap<u32, Frontend>,
+    release_rev_nat: Vec<Frontend>,
+    release_backends: Vec<BackendAddr>,
+}
+
+pub struct Engine {
+    config: CompileConfig,
+    objects: Objects,
+    ids: IdAllocator,
+    desired: DesiredState,
+    /// Frontends programmed for each Service.
+    owned: HashMap<Key, Vec<Frontend>>,
+}
+
+impl Engine {
+    pub fn new(config: CompileConfig) -> Self {
+        Self::with_ids(config, IdAllocator::new())
+    }
+
+    /// Starts from restored IDs. The plan returned by the first `apply`
+    /// assumes empty maps; after a restart use [`crate::plan::plan_full`]
+    /// against the read-back maps instead.
+    pub fn with_ids(config: CompileConfig, ids: IdAllocator) -> Self {
+        Self {
+            config,
+            objects: Objects::default(),
+            ids,
+            desired: DesiredState::default(),
+            owned: HashMap::new(),
+        }
+    }
+
+    /// Restores IDs from maps read back after a restart.
+    pub fn restore(config: CompileConfig, applied: &AppliedState) -> Result<Self, IdError> {
+        let ids = IdAllocator::restore(
+            applied.rev_nat.iter().map(|(&id, &fe)| (id, fe)),
+            applied.backends.iter().map(|(&id, &be)| (id, be)),
+        )?;
+        Ok(Self::with_ids(config, ids))
+    }
+
+    pub fn config(&self) -> &CompileConfig {
+        &self.config
+    }
+
+    pub fn desired(&self) -> &DesiredState {
+        &self.desired
+    }
+
+    /// All programmed frontends, ordered by frontend.
+    pub fn services(&self) -> impl Iterator<Item = &DesiredService> {
+        self.desired.services.values()
+    }
+
+    pub fn backends(&self) -> &BTreeMap<u32, BackendAddr> {
+        &self.desired.backends
+    }
+
+    /// Frontends of one Service (for `sluice services <ns>/<name>`).
+    pub fn service(&self, namespace: &str, name: &str) -> Vec<&DesiredService> {
+        self.owned
+            .get(&(namespace.to_string(), name.to_string()))
+            .into_iter()
+            .flatten()
+            .filter_map(|fe| self.desired.services.get(fe))
+            .collect()
+    }
+
+    pub fn ids(&self) -> &IdAllocator {
+        &self.ids
+    }
+
+    /// Applies object changes and returns the ops that move the maps from
+    /// the previous desired state to the new one.
+    pub fn apply(&mut self, changes: &[Change]) -> Plan {
+        let mut affected = BTreeSet::new();
+        for change in changes {
+            self.objects.apply(change, &mut affected);
+        }
+        let mut batch = Batch::default();
+        let mut errors = Vec::new();
+        for key in &affected {
+            self.recompile(key, &mut batch, &mut errors);
+        }
+        let ops = self.finish(batch);
+        Plan { ops, errors }
+    }
+
+    fn compile_specs(&self, key: &Key, svc: &Service, errors: &mut Vec<CompileError>) -> Vec<Spec> {
+        let Some(cluster_ip) = svc.cluster_ip.filter(|_| svc.is_proxied()) else {
+            return Vec::new();
+        };
+        let mut specs = Vec::new();
+        for port in &svc.ports {
+            let mut backends = backends_for(&self.objects, key, svc, port);
+            let max = usize::from(u16::MAX);
+            if backends.len() > max {
+                errors.push(CompileError::TooManyBackends {
+                    service: service_name(key),
+                    port_name: port.name.clone(),
+                    count: backends.len(),
+                });
+                backends.truncate(max);
+            }
+            let mut push = |frontend, kind| {
+                specs.push(Spec {
+                    frontend,
+                    kind,
+                    port_name: port.name.clone(),
+                    backends: backends.clone(),
+                })
+            };
+            push(
+                Frontend {
+                    ip: cluster_ip,
+                    port: port.port,
+                    proto: port.protocol,
+                },
+                FrontendKind::ClusterIp,
+            );
+            if let Some(np) = port.node_port.filter(|_| svc.has_node_ports()) {
+                push(
+                    Frontend {
+                        ip: Ipv4Addr::UNSPECIFIED,
+                        port: np,
+                        proto: port.protocol,
+                    },
+                    FrontendKind::NodePort,
+                );
+            }
+        }
+        specs
+    }
+
+    fn recompile(&mut self, key: &Key, batch: &mut Batch, errors: &mut Vec<CompileError>) {
+        let name = service_name(key);
+        let specs = match self.objects.services.get(key) {
+            Some(svc) => self.compile_specs(key, svc, errors),
+            None => Vec::new(),
+        };
+        // Frontends another Service already owns are skipped, not stolen.
+        let specs: Vec<Spec> = specs
+            .into_iter()
+            .filter(|s| match self.desired.services.get(&s.frontend) {
+                Some(d) if d.service != name => {
+                    errors.push(CompileError::FrontendConflict {
+                        service: name.clone(),
+                        frontend: s.frontend,
+                        owner: d.service.clone(),
+                    });
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        let new = match self.take_ids(&specs, &name, batch) {
+            Ok(new) => new,
+            Err(error) => {
+                errors.push(CompileError::Ids {
+                    service: name,
+                    error,
+                });
+                return;
+            }
+        };
+        let old = self.owned.remove(key).unwrap_or_default();
+        for fe in &old {
+            if let Some(d) = self.desired.services.remove(fe) {
+                batch
+                    .touched
+                    .entry(*fe)
+                    .or_insert_with(|| Some((d.master(), d.backend_ids.clone())));
+                batch.release_rev_nat.push(*fe);
+                for id in &d.backend_ids {
+                    if let Some(addr) = self.desired.backends.get(id) {
+                        batch.release_backends.push(*addr);
+                    }
+                }
+            }
+        }
+        let mut fronts = Vec::with_capacity(new.len());
+        for d in new {
+            batch.touched.entry(d.frontend).or_insert(None);
+            fronts.push(d.frontend);
+            self.desired.services.insert(d.frontend, d);
+        }
+        if !fronts.is_empty() {
+            self.owned.insert(key.clone(), fronts);
+        }
+    }
+
+    /// Takes a reference on every ID the specs need; all or nothing.
+    fn take_ids(
+        &mut self,
+        specs: &[Spec],
+        name: &str,
+        batch: &mut Batch,
+    ) -> Result<Vec<DesiredService>, IdError> {
+        let mut taken_fe: Vec<Frontend> = Vec::new();
+        let mut taken_be: Vec<BackendAddr> = Vec::new();
+        let mut out = Vec::with_capacity(specs.len());
+        let result = (|| {
+            for s in specs {
+                let (rev_nat_id, new) = self.ids.acquire_rev_nat(&s.frontend)?;
+                taken_fe.push(s.frontend);
+                if new {
+                    batch.new_rev_nat.insert(rev_nat_id, s.frontend);
+                }
+                let mut backend_ids = Vec::with_capacity(s.backends.len());
+                for b in &s.backends {
+                    let a = self.ids.acquire_backend(b)?;
+                    taken_be.push(*b);
+                    if a.new {
+                        batch.new_backends.insert(a.id);
+                    }
+                    // Also for IDs restored from the maps, which are not new.
+                    self.desired.backends.entry(a.id).or_insert(*b);
+                    backend_ids.push(a.id);
+                }
+                out.push(DesiredService {
+                    frontend: s.frontend,
+                    service: name.to_string(),
+                    port_name: s.port_name.clone(),
+                    kind: s.kind,
+                    rev_nat_id,
+                    backend_ids,
+                });
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for fe in &taken_fe {
+                if let Some(id) = self.ids.release_rev_nat(fe) {
+                    batch.new_rev_nat.remove(&id);
+                }
+            }
+            for b in &taken_be {
+                if let Some(id) = self.ids.release_backend(b) {
+                    batch.new_backends.remove(&id);
+                    self.desired.backends.remove(&id);
+                }
+            }
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// Releases the batch's old references and orders the ops.
+    fn finish(&mut self, batch: Batch) -> Vec<MapOp> {
+        let mut ops = Vec::new();
+        for &id in &batch.new_backends {
+            if let Some(&addr) = self.desired.backends.get(&id) {
+                ops.push(MapOp::UpsertBackend { id, addr });
+            }
+        }
+        for (&id, &frontend) in &batch.new_rev_nat {
+            ops.push(MapOp::UpsertRevNat { id, frontend });
+        }
+        for (fe, old) in &batch.touched {
+            let (old_master, old_slots) = match old {
+                Some((m, slots)) => (Some(*m), slots.iter().map(|&id| Some(id)).collect()),
+                None => (None, Vec::new()),
+            };
+            let new = self
+                .desired
+                .services
+                .get(fe)
+                .map(|d| (d.master(), d.backend_ids.as_slice()));
+            plan_frontend(fe, old_master, &old_slots, new, &mut ops);
+        }
+        let mut freed_rev_nat = BTreeSet::new();
+        for fe in &batch.release_rev_nat {
+            if let Some(id) = self.ids.release_rev_nat(fe) {
+                freed_rev_nat.insert(id);
+            }
+        }
+        let mut freed_backends = BTreeSet::new();
+        for b in &batch.release_backends {
+            if let Some(id) = self.ids.release_backend(b) {
+                freed_backends.insert(id);
+            }
+        }
+        // IDs restored from the maps but not claimed by this compile: the
+        // caller resyncs with plan_full after a restore, which deletes them.
+        self.ids.finish_restore();
+        for id in freed_backends {
+            self.desired.backends.remove(&id);
+            ops.push(MapOp::DeleteBackend { id });
+        }
+        for id in freed_rev_nat {
+            ops.push(MapOp::DeleteRevNat { id });
+        }
+        ops
+    }
+}
+
+fn service_name(key: &Key) -> String {
+    format!("{}/{}", key.0, key.1)
+}

@@ -1,0 +1,19 @@
+//! Knobs shared by validation and compilation.
+
+use std::ops::RangeInclusive;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileConfig {
+    /// Allowed `nodePort` values (kube-apiserver's `--service-node-port-range`).
+    pub node_port_range: RangeInclusive<u16>,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        Self {
+            node_port_range: 30000..=32767,
+        }
+    }
+}

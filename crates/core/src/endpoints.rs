@@ -1,0 +1,72 @@
+//! Which backends a Service port load-balances to.
+
+use crate::compile::BackendAddr;
+use crate::index::{Key, Objects};
+use crate::model::{Pod, Service, ServicePort, TargetPort};
+
+/// Backends for one Service port, sorted and deduplicated so every node
+/// (and every run) fills slots in the same order.
+pub(crate) fn backends_for(
+    objects: &Objects,
+    key: &Key,
+    svc: &Service,
+    port: &ServicePort,
+) -> Vec<BackendAddr> {
+    let mut out = if objects.has_slices(key) {
+        from_slices(objects, key, port)
+    } else {
+        objects
+            .selected_pods(svc)
+            .filter_map(|pod| from_pod(pod, port))
+            .collect()
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Slices are matched to the Service port by port name (and protocol), like
+/// kube-proxy; the slice supplies the numeric target port.
+fn from_slices(objects: &Objects, key: &Key, port: &ServicePort) -> Vec<BackendAddr> {
+    let mut out = Vec::new();
+    for slice in objects.slices_of(key) {
+        let Some(target) = slice
+            .ports
+            .iter()
+            .find(|p| p.name == port.name && p.protocol == port.protocol)
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        for ep in slice.endpoints.iter().filter(|e| e.ready) {
+            // Consumers use only the first address: the others are
+            // interchangeable aliases of the same endpoint.
+            if let Some(&ip) = ep.addresses.first() {
+                out.push(BackendAddr {
+                    ip,
+                    port: target,
+                    proto: port.protocol,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn from_pod(pod: &Pod, port: &ServicePort) -> Option<BackendAddr> {
+    let ip = pod.ip?;
+    let target = match &port.target_port {
+        TargetPort::Number(n) => *n,
+        TargetPort::Name(name) => {
+            pod.ports
+                .iter()
+                .find(|c| c.name.as_deref() == Some(name.as_str()) && c.protocol == port.protocol)?
+                .port
+        }
+    };
+    Some(BackendAddr {
+        ip,
+        port: target,
+        proto: port.protocol,
+    })
+}

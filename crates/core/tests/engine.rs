@@ -1,0 +1,255 @@
+#![allow(clippy::unwrap_used)]
+//! Compiler behaviour: endpoint derivation, ignored services, IDs, restore.
+
+use sluice_core::model::Change;
+use sluice_core::{
+    parse_documents, plan_full, AppliedState, BackendAddr, CompileConfig, Engine, FrontendKind,
+    MapOp, Protocol,
+};
+
+fn changes(text: &str) -> Vec<Change> {
+    let out = parse_documents("t.yaml", text);
+    assert!(out.rejections.is_empty(), "{:?}", out.rejections);
+    out.objects
+        .into_iter()
+        .map(|(o, _)| Change::Upsert(o))
+        .collect()
+}
+
+fn backends(engine: &Engine, name: &str) -> Vec<Vec<String>> {
+    engine
+        .service("default", name)
+        .iter()
+        .map(|d| {
+            d.backend_ids
+                .iter()
+                .map(|id| engine.backends()[id].to_string())
+                .collect()
+        })
+        .collect()
+}
+
+const SVC: &str = r#"
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: http, nodePort: 30080}
+"#;
+
+fn pod(name: &str, ip: &str, app: &str, http_port: Option<u16>) -> String {
+    let ports = http_port.map_or("[]".to_string(), |p| {
+        format!(
+            "[{{name: http, containerPort: {p}}}, {{name: http, containerPort: 9, protocol: UDP}}]"
+        )
+    });
+    format!(
+        "kind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\nspec: {{containers: [{{ports: {ports}}}]}}\nstatus: {{podIP: {ip}}}\n---\n"
+    )
+}
+
+#[test]
+fn selector_with_named_target_port() {
+    let mut e = Engine::new(CompileConfig::default());
+    let text = format!(
+        "{}{}{}{}{SVC}",
+        pod("b", "10.0.0.2", "web", Some(8080)),
+        pod("a", "10.0.0.1", "web", Some(8081)),
+        pod("noname", "10.0.0.3", "web", None),
+        pod("other", "10.0.0.4", "db", Some(8080)),
+    );
+    let plan = e.apply(&changes(&text));
+    assert!(plan.errors.is_empty());
+    let fes = e.service("default", "web");
+    assert_eq!(fes.len(), 2);
+    assert_eq!(fes[0].kind, FrontendKind::ClusterIp);
+    assert_eq!(fes[1].kind, FrontendKind::NodePort);
+    assert_eq!(fes[1].frontend.to_string(), "0.0.0.0:30080/TCP");
+    assert_eq!(
+        backends(&e, "web")[0],
+        ["10.0.0.1:8081/TCP", "10.0.0.2:8080/TCP"]
+    );
+    // Relabelling a pod away removes it; only that Service is recompiled.
+    let plan = e.apply(&changes(&pod("a", "10.0.0.1", "db", Some(8081))));
+    assert_eq!(backends(&e, "web")[0], ["10.0.0.2:8080/TCP"]);
+    assert!(
+        plan.ops.contains(&MapOp::DeleteBackend { id: 1 })
+            || plan
+                .ops
+                .iter()
+                .any(|o| matches!(o, MapOp::DeleteBackend { .. }))
+    );
+}
+
+#[test]
+fn slices_override_selector_and_merge_ready_only() {
+    let mut e = Engine::new(CompileConfig::default());
+    let slice = |name: &str, ips: &[(&str, bool)], port: u16| {
+        let eps: Vec<String> = ips
+            .iter()
+            .map(|(ip, ready)| format!("{{addresses: [{ip}], conditions: {{ready: {ready}}}}}"))
+            .collect();
+        format!(
+            "kind: EndpointSlice\nmetadata: {{name: {name}, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nendpoints: [{}]\nports: [{{name: http, port: {port}}}, {{name: other, port: 1}}]\n---\n",
+            eps.join(", ")
+        )
+    };
+    let text = format!(
+        "{}{}{}{SVC}",
+        pod("a", "10.0.0.1", "web", Some(8081)),
+        slice("web-1", &[("10.1.0.2", true), ("10.1.0.9", false)], 7000),
+        slice("web-2", &[("10.1.0.1", true), ("10.1.0.2", true)], 7000),
+    );
+    e.apply(&changes(&text));
+    assert_eq!(
+        backends(&e, "web")[0],
+        ["10.1.0.1:7000/TCP", "10.1.0.2:7000/TCP"]
+    );
+}
+
+#[test]
+fn ignored_services_get_no_frontends_and_empty_services_do() {
+    let mut e = Engine::new(CompileConfig::default());
+    let text = r#"
+kind: Service
+metadata: {name: headless}
+spec: {clusterIP: None, selector: {app: x}, ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: ext}
+spec: {type: ExternalName, externalName: example.com}
+---
+kind: Service
+metadata: {name: other, labels: {service.kubernetes.io/service-proxy-name: foo}}
+spec: {clusterIP: 10.96.0.3, ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: empty}
+spec: {clusterIP: 10.96.0.4, ports: [{port: 80}]}
+"#;
+    let plan = e.apply(&changes(text));
+    assert_eq!(e.services().count(), 1);
+    assert_eq!(e.service("default", "empty")[0].backend_ids.len(), 0);
+    assert_eq!(plan.ops.len(), 2, "rev-NAT + master: {:?}", plan.ops);
+}
+
+#[test]
+fn ids_are_stable_shared_and_reused_lowest_first() {
+    let mut e = Engine::new(CompileConfig::default());
+    let mk = |name: &str, ip: &str| {
+        format!("kind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: {ip}, selector: {{app: web}}, ports: [{{port: 80}}]}}\n---\n")
+    };
+    let text = format!(
+        "{}{}{}",
+        pod("p", "10.0.0.1", "web", None),
+        mk("s1", "10.96.0.1"),
+        mk("s2", "10.96.0.2")
+    );
+    e.apply(&changes(&text));
+    let s1 = e.service("default", "s1")[0].clone();
+    let s2 = e.service("default", "s2")[0].clone();
+    assert_eq!((s1.rev_nat_id, s2.rev_nat_id), (1, 2));
+    assert_eq!(s1.backend_ids, s2.backend_ids, "backend shared");
+    let del = sluice_core::ObjectRef {
+        kind: sluice_core::Kind::Service,
+        namespace: "default".into(),
+        name: "s1".into(),
+    };
+    let plan = e.apply(&[Change::Delete(del)]);
+    assert!(
+        !plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, MapOp::DeleteBackend { .. })),
+        "still used by s2"
+    );
+    assert_eq!(e.service("default", "s2")[0].rev_nat_id, 2);
+    e.apply(&changes(&mk("s3", "10.96.0.3")));
+    assert_eq!(e.service("default", "s3")[0].rev_nat_id, 1, "lowest free");
+}
+
+#[test]
+fn restore_keeps_ids_and_resync_is_empty() {
+    let mut e = Engine::new(CompileConfig::default());
+    let text = format!(
+        "{}{}{SVC}",
+        pod("a", "10.0.0.1", "web", Some(8081)),
+        pod("b", "10.0.0.2", "web", Some(8080))
+    );
+    let plan = e.apply(&changes(&text));
+    let mut applied = AppliedState::default();
+    for op in &plan.ops {
+        applied.apply(op);
+    }
+    // Restart: only pod b left in the manifests.
+    let mut e2 = Engine::restore(CompileConfig::default(), &applied).unwrap();
+    e2.apply(&changes(&format!(
+        "{}{SVC}",
+        pod("b", "10.0.0.2", "web", Some(8080))
+    )));
+    let b = BackendAddr {
+        ip: "10.0.0.2".parse().unwrap(),
+        port: 8080,
+        proto: Protocol::Tcp,
+    };
+    assert_eq!(e2.ids().backend_id(&b), e.ids().backend_id(&b));
+    let ops = plan_full(e2.desired(), &applied);
+    let mut after = applied.clone();
+    for op in &ops {
+        after.apply(op);
+        assert!(after.invariant_violations().is_empty(), "{op:?}");
+    }
+    assert_eq!(after, AppliedState::from_desired(e2.desired()));
+    assert!(plan_full(e2.desired(), &after).is_empty());
+}
+
+#[test]
+fn id_exhaustion_is_an_error_not_a_panic() {
+    let ids = sluice_core::IdAllocator::with_limits(1, 10);
+    let mut e = Engine::with_ids(CompileConfig::default(), ids);
+    let plan = e.apply(&changes(SVC));
+    assert_eq!(plan.errors.len(), 1);
+    assert_eq!(
+        plan.errors[0].to_string(),
+        "Service default/web: all rev-NAT IDs are in use"
+    );
+    assert!(plan.ops.is_empty());
+    assert_eq!(e.services().count(), 0);
+}
+
+#[test]
+fn grow_and_shrink_order() {
+    let mut e = Engine::new(CompileConfig::default());
+    let svc = "kind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.96.0.10, selector: {app: web}, ports: [{port: 80}]}\n";
+    e.apply(&changes(&format!(
+        "{}{svc}",
+        pod("a", "10.0.0.1", "web", None)
+    )));
+    let plan = e.apply(&changes(&pod("b", "10.0.0.2", "web", None)));
+    let kinds: Vec<&str> = plan.ops.iter().map(op_name).collect();
+    assert_eq!(kinds, ["UpsertBackend", "UpsertSlot", "UpsertMaster"]);
+    let del = sluice_core::ObjectRef {
+        kind: sluice_core::Kind::Pod,
+        namespace: "default".into(),
+        name: "b".into(),
+    };
+    let plan = e.apply(&[Change::Delete(del)]);
+    let kinds: Vec<&str> = plan.ops.iter().map(op_name).collect();
+    assert_eq!(kinds, ["UpsertMaster", "DeleteSlot", "DeleteBackend"]);
+}
+
+fn op_name(op: &MapOp) -> &'static str {
+    match op {
+        MapOp::UpsertBackend { .. } => "UpsertBackend",
+        MapOp::DeleteBackend { .. } => "DeleteBackend",
+        MapOp::UpsertRevNat { .. } => "UpsertRevNat",
+        MapOp::DeleteRevNat { .. } => "DeleteRevNat",
+        MapOp::UpsertSlot { .. } => "UpsertSlot",
+        MapOp::DeleteSlot { .. } => "DeleteSlot",
+        MapOp::UpsertMaster { .. } => "UpsertMaster",
+        MapOp::DeleteMaster { .. } => "DeleteMaster",
+    }
+}

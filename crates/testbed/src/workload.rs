@@ -1,0 +1,101 @@
+//! The built-in pod workload: TCP echo, UDP echo and a tiny HTTP server
+//! whose body names the pod, so tests can see which backend answered.
+
+use crate::error::{io, Result, TestbedError};
+use std::net::{Ipv4Addr, SocketAddr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+/// Printed on stdout once every listener is bound; `spawn_workload` waits
+/// for it, so a test never races the server's startup.
+pub const READY_LINE: &str = "sluice-workload ready";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadOptions {
+    /// Body of every HTTP answer, conventionally `namespace/pod`.
+    pub name: String,
+    pub tcp: Option<u16>,
+    pub udp: Option<u16>,
+    pub http: Option<u16>,
+}
+
+/// Serves until the process is killed. Returns early only when a listener
+/// cannot be bound (or no port was asked for).
+pub async fn serve_workload(opts: WorkloadOptions) -> Result<()> {
+    if opts.tcp.is_none() && opts.udp.is_none() && opts.http.is_none() {
+        return Err(TestbedError::InvalidOption(
+            "give at least one of --tcp, --udp, --http".into(),
+        ));
+    }
+    let any = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(port) = opts.tcp {
+        let l = TcpListener::bind(any(port))
+            .await
+            .map_err(io(format!("cannot listen on tcp/{port}")))?;
+        tasks.spawn(tcp_echo(l));
+    }
+    if let Some(port) = opts.udp {
+        let s = UdpSocket::bind(any(port))
+            .await
+            .map_err(io(format!("cannot bind udp/{port}")))?;
+        tasks.spawn(udp_echo(s));
+    }
+    if let Some(port) = opts.http {
+        let l = TcpListener::bind(any(port))
+            .await
+            .map_err(io(format!("cannot listen on http tcp/{port}")))?;
+        tasks.spawn(http_server(l, opts.name.clone()));
+    }
+    println!("{READY_LINE}");
+    tracing::info!(name = %opts.name, "workload serving");
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn tcp_echo(l: TcpListener) {
+    loop {
+        let Ok((mut s, _)) = l.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+async fn udp_echo(s: UdpSocket) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        if let Ok((n, peer)) = s.recv_from(&mut buf).await {
+            let _ = s.send_to(&buf[..n], peer).await;
+        }
+    }
+}
+
+async fn http_server(l: TcpListener, name: String) {
+    loop {
+        let Ok((mut s, _)) = l.accept().await else {
+            continue;
+        };
+        let body = name.clone();
+        tokio::spawn(async move {
+            // Read the request head only; the workload ignores its content.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+    }
+}
