@@ -14,15 +14,20 @@ SEC("classifier")
 int sluice_from_pod(struct __sk_buff *skb)
 {
 	struct packet pkt;
+	__u32 ifindex = 0;
 	int verdict;
 
 	if (parse_packet(skb, &pkt) != PARSE_OK)
 		return TC_ACT_OK;
 	metric_inc(METRIC_PACKETS_SEEN);
 
-	verdict = lb_reverse(skb, &pkt);
+	verdict = lb_reverse(skb, &pkt, &ifindex);
 	if (verdict == LB_TRANSLATED)
 		return TC_ACT_OK;
+	/* A NodePort reply: out of the device the request came in on, with
+	 * L2 addresses from the neighbour table. */
+	if (verdict == LB_REDIRECT)
+		return bpf_redirect_neigh(ifindex, NULL, 0, 0);
 	if (verdict == LB_DROP)
 		return TC_ACT_SHOT;
 

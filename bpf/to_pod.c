@@ -13,10 +13,12 @@ SEC("classifier")
 int sluice_to_pod(struct __sk_buff *skb)
 {
 	struct packet pkt;
+	__u32 ifindex = 0;
 
 	if (parse_packet(skb, &pkt) != PARSE_OK)
 		return TC_ACT_OK;
-	if (lb_reverse(skb, &pkt) == LB_DROP)
+	/* Replies delivered to a pod are never NodePort replies: no redirect. */
+	if (lb_reverse(skb, &pkt, &ifindex) == LB_DROP)
 		return TC_ACT_SHOT;
 	return TC_ACT_OK;
 }

@@ -102,6 +102,14 @@ struct ct_entry {
 	__u8 pad0;
 	__u32 rev_nat_id;
 	__u32 backend_id;
+	/*
+	 * NodePort flows: the node device the request came in on. Replies are
+	 * redirected straight back out of it: after rev-NAT their source is a
+	 * node address, which the stack would drop as martian if they went
+	 * through routing.
+	 */
+	__u32 ifindex;
+	__u32 pad1;
 };
 
 /* Index of the per-CPU counters in the metrics map. */
@@ -127,7 +135,7 @@ _Static_assert(sizeof(struct lb_service) == 16, "lb_service layout");
 _Static_assert(sizeof(struct lb_backend) == 8, "lb_backend layout");
 _Static_assert(sizeof(struct lb_revnat) == 8, "lb_revnat layout");
 _Static_assert(sizeof(struct ct_key) == 16, "ct_key layout");
-_Static_assert(sizeof(struct ct_entry) == 32, "ct_entry layout");
+_Static_assert(sizeof(struct ct_entry) == 40, "ct_entry layout");
 #endif
 
 #endif /* SLUICE_MAPS_H */

@@ -81,12 +81,13 @@ static __always_inline struct ct_entry *ct_lookup(const struct packet *pkt, __u8
  * ct_create() - record a new translated flow (both directions).
  * @pkt: the first packet, before translation.
  * @frontend_addr/@frontend_port: what the client addressed (restored on replies).
+ * @ifindex: the device a NodePort request arrived on (0 for other flows).
  *
  * Return: 0, or negative when the map refused the insert.
  */
 static __always_inline int ct_create(const struct packet *pkt, __be32 frontend_addr,
 				     __be16 frontend_port, const struct lb_backend *backend,
-				     __u32 backend_id, __u32 rev_nat_id, __u8 flags)
+				     __u32 backend_id, __u32 rev_nat_id, __u8 flags, __u32 ifindex)
 {
 	struct ct_key fwd, rev;
 	struct ct_entry e = {};
@@ -97,6 +98,7 @@ static __always_inline int ct_create(const struct packet *pkt, __be32 frontend_a
 	e.rev_nat_id = rev_nat_id;
 	e.backend_id = backend_id;
 	e.flags = flags;
+	e.ifindex = ifindex;
 
 	ct_key_from(&fwd, pkt, CT_DIR_FORWARD);
 	e.nat_address = backend->address;

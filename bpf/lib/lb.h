@@ -16,6 +16,7 @@ enum lb_verdict {
 	LB_TRANSLATED,	   /* rewritten, continue */
 	LB_NO_BACKEND,	   /* a Service with no usable endpoint: reject */
 	LB_DROP,	   /* inconsistent state or helper failure */
+	LB_REDIRECT,	   /* rewritten; send it out of the device in *ifindex */
 };
 
 static __always_inline struct lb_service *lb_lookup(__be32 addr, __be16 port, __u8 proto)
@@ -101,7 +102,7 @@ static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt,
 		return LB_DROP;
 	}
 	if (ct_create(pkt, pkt->daddr, pkt->dport, backend, backend_id, svc->rev_nat_id,
-		      ct_flags)) {
+		      ct_flags, ct_flags ? skb->ifindex : 0)) {
 		metric_inc(METRIC_DROP_CT_FULL);
 		return LB_DROP;
 	}
@@ -113,11 +114,12 @@ static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt,
 
 /**
  * lb_reverse() - give a backend's reply the frontend's address as its source.
+ * @ifindex: set for NodePort replies, which must leave through that device.
  *
  * When the reply closes the flow (FIN/RST) the forward entry learns it too, so
  * a later SYN reusing the tuple selects a backend afresh.
  */
-static __always_inline int lb_reverse(struct __sk_buff *skb, struct packet *pkt)
+static __always_inline int lb_reverse(struct __sk_buff *skb, struct packet *pkt, __u32 *ifindex)
 {
 	struct ct_entry *ct = ct_lookup(pkt, CT_DIR_REPLY);
 	struct ct_key fwd;
@@ -139,10 +141,11 @@ static __always_inline int lb_reverse(struct __sk_buff *skb, struct packet *pkt)
 		if (f)
 			f->flags |= closing;
 	}
+	*ifindex = (ct->flags & CT_FLAG_NODEPORT) ? ct->ifindex : 0;
 	if (nat_rewrite(skb, pkt, 0, ct->nat_address, ct->nat_port))
 		return LB_DROP;
 	metric_inc(METRIC_REVNAT);
-	return LB_TRANSLATED;
+	return *ifindex ? LB_REDIRECT : LB_TRANSLATED;
 }
 
 #endif /* SLUICE_LB_H */

@@ -81,8 +81,14 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Asks the kernel in our own network namespace: /sys/class/net would show
+/// the namespace sysfs was mounted from, not necessarily ours.
 fn interface_exists(ifname: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(ifname).exists()
+    let Ok(name) = std::ffi::CString::new(ifname) else {
+        return false;
+    };
+    // SAFETY: `name` is a valid NUL-terminated string for the call.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
 impl Controller {

@@ -1,1 +1,235 @@
-fn main() {}
+//! `sluice`: the agent, the CLI people use, and the sandbox demo.
+
+mod bpf;
+mod demo;
+mod listings;
+mod output;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use output::Output;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "eBPF Service load balancing for Kubernetes"
+)]
+struct Cli {
+    /// The agent's API socket.
+    #[arg(long, global = true, env = "SLUICE_SOCKET", default_value = sluice_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the per-node agent.
+    Agent(AgentArgs),
+    /// Agent status: datapath, counts, last sync, rejected objects.
+    Status(OutputArgs),
+    /// Services as the agent programmed them.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// Pods wired to this node by the CNI plugin.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Read the pinned BPF maps directly (works while the agent is down).
+    #[command(subcommand)]
+    Bpf(bpf::BpfCmd),
+    /// Build a sandbox node with pods, run the agent, send real traffic.
+    Demo(demo::DemoArgs),
+    /// Manage sandboxes.
+    #[command(subcommand)]
+    Sandbox(SandboxCmd),
+    /// The sandbox's built-in workload (started inside pod namespaces).
+    #[command(subcommand, hide = true)]
+    Workload(WorkloadCmd),
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// List Service frontends and their backends.
+    List(OutputArgs),
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    /// List registered pods: pod, IP, interface, state.
+    List(OutputArgs),
+}
+
+#[derive(Subcommand)]
+enum SandboxCmd {
+    /// Remove sandboxes left behind by runs that are no longer alive.
+    Down,
+}
+
+#[derive(Subcommand)]
+enum WorkloadCmd {
+    Serve {
+        /// Answer of the HTTP server, conventionally namespace/pod.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tcp: Option<u16>,
+        #[arg(long)]
+        udp: Option<u16>,
+        #[arg(long)]
+        http: Option<u16>,
+    },
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// This node's name (also names its bpffs pin directory).
+    #[arg(long, env = "SLUICE_NODE_NAME")]
+    node_name: String,
+    /// Directory of Kubernetes YAML (Namespace, Pod, Service, EndpointSlice), watched.
+    #[arg(long, default_value = "/etc/sluice/manifests")]
+    manifests: PathBuf,
+    /// The node's pod CIDR (IPAM hands out addresses from it).
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pod_cidr: ipnet::Ipv4Net,
+    /// State directory (IPAM allocations, endpoint registry).
+    #[arg(long, default_value = "/var/lib/sluice")]
+    state_dir: PathBuf,
+    /// Where bpffs is mounted (mounted by the agent if missing).
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    bpffs: PathBuf,
+    /// A node device that serves NodePort (repeatable).
+    #[arg(long = "device")]
+    devices: Vec<String>,
+    /// Allowed nodePort range, as kube-apiserver's --service-node-port-range.
+    #[arg(long, default_value = "30000-32767")]
+    nodeport_range: String,
+    /// Conntrack timeout of established TCP flows, seconds.
+    #[arg(long, default_value_t = 21600)]
+    ct_tcp_timeout: u64,
+    /// Conntrack timeout of closing TCP flows (FIN/RST seen), seconds.
+    #[arg(long, default_value_t = 10)]
+    ct_tcp_close_timeout: u64,
+    /// Conntrack timeout of UDP flows, seconds.
+    #[arg(long, default_value_t = 60)]
+    ct_udp_timeout: u64,
+    /// Capacity of the conntrack map (LRU), entries; two per flow.
+    #[arg(long, default_value_t = sluice_datapath::loader::MapSizes::default().ct)]
+    ct_map_size: u32,
+    /// Capacity of the services map (one entry per frontend plus one per backend slot).
+    #[arg(long, default_value_t = sluice_datapath::loader::MapSizes::default().services)]
+    services_map_size: u32,
+}
+
+fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
+    let (a, b) = s.split_once('-').with_context(|| {
+        format!("--nodeport-range {s:?}: expected FIRST-LAST, e.g. 30000-32767")
+    })?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("--nodeport-range {s:?}: bad first port"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("--nodeport-range {s:?}: bad last port"))?;
+    anyhow::ensure!(a >= 1 && a <= b, "--nodeport-range {s:?}: empty range");
+    Ok(a..=b)
+}
+
+async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
+    let mut compile = sluice_core::CompileConfig::default();
+    compile.node_port_range = parse_range(&a.nodeport_range)?;
+    let map_sizes = sluice_datapath::loader::MapSizes {
+        ct: a.ct_map_size,
+        services: a.services_map_size,
+        ..Default::default()
+    };
+    let cfg = sluice_agent::AgentConfig {
+        node_name: a.node_name,
+        manifests: a.manifests,
+        pod_cidr: a.pod_cidr,
+        socket,
+        state_dir: a.state_dir,
+        bpffs_root: a.bpffs,
+        devices: a.devices,
+        compile,
+        ct_timeouts: sluice_datapath::loader::CtTimeouts {
+            tcp: Duration::from_secs(a.ct_tcp_timeout),
+            tcp_close: Duration::from_secs(a.ct_tcp_close_timeout),
+            udp: Duration::from_secs(a.ct_udp_timeout),
+        },
+        map_sizes,
+    };
+    sluice_agent::run(cfg).await.context("agent failed")
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Agent(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(default_log);
+    let client = sluice_api::Client::new(&cli.socket);
+    let result = match cli.command {
+        Command::Agent(a) => run_agent(cli.socket.clone(), a).await,
+        Command::Status(o) => listings::status(&client, o.output).await,
+        Command::Service(ServiceCmd::List(o)) => listings::services(&client, o.output).await,
+        Command::Endpoint(EndpointCmd::List(o)) => listings::endpoints(&client, o.output).await,
+        Command::Bpf(cmd) => bpf::run(cmd),
+        Command::Demo(args) => demo::run(args).await,
+        Command::Sandbox(SandboxCmd::Down) => sandbox_down(),
+        Command::Workload(WorkloadCmd::Serve {
+            name,
+            tcp,
+            udp,
+            http,
+        }) => sluice_testbed::serve_workload(sluice_testbed::WorkloadOptions {
+            name,
+            tcp,
+            udp,
+            http,
+        })
+        .await
+        .context("workload failed"),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn sandbox_down() -> Result<()> {
+    let removed = sluice_testbed::Sandbox::down_leftovers().context("cannot remove leftovers")?;
+    if removed.is_empty() {
+        println!("no leftover sandboxes");
+    } else {
+        for r in removed {
+            println!("removed sandbox {r}");
+        }
+    }
+    Ok(())
+}

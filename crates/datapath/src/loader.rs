@@ -2,7 +2,7 @@
 //! across agent restarts.
 //!
 //! With tcx (Linux ≥ 6.6) each attachment is a BPF link pinned under
-//! `<pin dir>/links/<ifname>.<ingress|egress>`: a pinned link stays attached
+//! `<pin dir>/links/<ingress|egress>:<ifname>`: a pinned link stays attached
 //! when the agent dies, and a restarted agent swaps its freshly loaded program
 //! into the same link atomically (`bpf_link_update`), so traffic never sees a
 //! moment without a program. Kernels without tcx get a clsact filter instead
@@ -121,6 +121,19 @@ impl DatapathConfig {
 /// The node's pin directory, also used by read-only tools.
 pub fn pin_dir(bpffs_root: &Path, node_name: &str) -> PathBuf {
     bpffs_root.join("sluice").join(node_name)
+}
+
+/// An error with its causes, for messages that must say *why* (aya's
+/// top-level messages often leave the errno in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// How tc programs are attached on this kernel.
@@ -289,8 +302,12 @@ impl Datapath {
         }
     }
 
+    /// bpffs refuses names with a dot, which interface names may have
+    /// (VLANs: `eth0.100`); a colon never appears in an interface name.
     fn link_pin(&self, ifname: &str, dir: &str) -> PathBuf {
-        self.pin_dir.join("links").join(format!("{ifname}.{dir}"))
+        self.pin_dir
+            .join("links")
+            .join(format!("{dir}:{}", ifname.replace('.', ":")))
     }
 
     fn attach(&mut self, p: Program, ifname: &str, at: TcAttachType) -> Result<(), DatapathError> {
@@ -309,16 +326,16 @@ impl Datapath {
         // An agent restart: swap the new program into the pinned link.
         if let Ok(old) = PinnedLink::from_pin(&pin) {
             let replaced = SchedClassifierLink::try_from(FdLink::from(old))
-                .map_err(|e| e.to_string())
+                .map_err(|e| chain(&e))
                 .and_then(|link| {
-                    let prog = self.program_mut(p).map_err(|e| e.to_string())?;
-                    prog.attach_to_link(link).map_err(|e| e.to_string())
+                    let prog = self.program_mut(p).map_err(|e| chain(&e))?;
+                    prog.attach_to_link(link).map_err(|e| chain(&e))
                 });
             match replaced {
                 Ok(id) => {
                     // The pin keeps the link; dropping our fd does not detach it.
                     let prog = self.program_mut(p)?;
-                    drop(prog.take_link(id).map_err(|e| err(e.to_string()))?);
+                    drop(prog.take_link(id).map_err(|e| err(chain(&e)))?);
                     self.mode = Some(AttachMode::Tcx);
                     tracing::debug!(ifname, direction, "replaced program in pinned tcx link");
                     return Ok(());
@@ -335,9 +352,9 @@ impl Datapath {
         match prog.attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
         {
             Ok(id) => {
-                let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
-                let fd_link = FdLink::try_from(link).map_err(|e| err(e.to_string()))?;
-                fd_link.pin(&pin).map_err(|e| err(e.to_string()))?;
+                let link = prog.take_link(id).map_err(|e| err(chain(&e)))?;
+                let fd_link = FdLink::try_from(link).map_err(|e| err(chain(&e)))?;
+                fd_link.pin(&pin).map_err(|e| err(chain(&e)))?;
                 self.mode = Some(AttachMode::Tcx);
                 Ok(())
             }
@@ -347,8 +364,8 @@ impl Datapath {
                 let _ = tc::qdisc_add_clsact(ifname);
                 let id = prog
                     .attach_with_options(ifname, at, TcAttachOptions::Netlink(NlOptions::default()))
-                    .map_err(|e| err(format!("tcx: {tcx_err}; clsact: {e}")))?;
-                let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
+                    .map_err(|e| err(format!("tcx: {}; clsact: {}", chain(&tcx_err), chain(&e))))?;
+                let link = prog.take_link(id).map_err(|e| err(chain(&e)))?;
                 // A netlink filter stays on the interface after we exit; dropping
                 // the link object would remove it.
                 std::mem::forget(link);

@@ -78,6 +78,8 @@ pub struct CtRow {
     pub flags: u8,
     pub last_seen_ns: u64,
     pub created_ns: u64,
+    /// NodePort flows: the device replies leave through.
+    pub ifindex: u32,
 }
 
 fn be_ip(ip: Ipv4Addr) -> u32 {
@@ -128,6 +130,7 @@ fn ct_row(k: &ct_key, v: &ct_entry) -> CtRow {
         flags: v.flags,
         last_seen_ns: v.last_seen_ns,
         created_ns: v.created_ns,
+        ifindex: v.ifindex,
     }
 }
 

@@ -77,12 +77,20 @@ pub fn remove_run(state_dir: &Path, state: &State, problems: &mut Vec<String>) {
             problems.push(e.to_string());
         }
     }
-    if let Err(e) = std::fs::remove_dir_all(state_dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            problems.push(format!("cannot remove {}: {e}", state_dir.display()));
+    // The agent pins its maps and links under the node name (= run id);
+    // unpinning releases them once the namespaces are gone.
+    let pins = Path::new(BPFFS_PIN_ROOT).join(&state.run_id);
+    for dir in [pins.as_path(), state_dir] {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("cannot remove {}: {e}", dir.display()));
+            }
         }
     }
 }
+
+/// Where `sluice agent` pins per node (`<bpffs>/sluice/<node name>`).
+pub const BPFFS_PIN_ROOT: &str = "/sys/fs/bpf/sluice";
 
 pub fn delete_netns(name: &str) -> Result<()> {
     if !crate::netns::netns_path(name).exists() {

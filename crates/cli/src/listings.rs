@@ -1,0 +1,112 @@
+//! Listings served by the agent's API.
+
+use crate::output::{json, table, Output};
+use anyhow::Result;
+use sluice_api::{Client, EndpointInfo, EndpointState, ServiceInfo, Status};
+
+pub async fn status(client: &Client, out: Output) -> Result<()> {
+    let s: Status = client.get("/v1/status").await?;
+    if out == Output::Json {
+        return json(&s);
+    }
+    println!("Node:          {}", s.node_name);
+    println!("Version:       {}", s.version);
+    println!("Pod CIDR:      {}", s.pod_cidr);
+    println!("Manifests:     {}", s.manifests);
+    println!(
+        "Datapath:      {} attach, pins in {}, NodePort on [{}]",
+        s.datapath.attach_mode,
+        s.datapath.pin_dir,
+        s.datapath.devices.join(", ")
+    );
+    println!(
+        "Programmed:    {} services, {} frontends, {} backends, {} endpoints",
+        s.services, s.frontends, s.backends, s.endpoints
+    );
+    match s.last_sync_unix {
+        Some(t) => {
+            let ago = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs().saturating_sub(t))
+                .unwrap_or(0);
+            println!(
+                "Last sync:     {ago}s ago, {} map writes",
+                s.last_sync_writes
+            );
+        }
+        None => println!("Last sync:     never"),
+    }
+    println!("Write errors:  {}", s.map_write_errors);
+    if s.rejected.is_empty() {
+        println!("Rejected:      none");
+    } else {
+        println!("Rejected ({}):", s.rejected.len());
+        for r in &s.rejected {
+            println!("  {}: {}: {}", r.file, r.object, r.error);
+        }
+    }
+    Ok(())
+}
+
+pub async fn services(client: &Client, out: Output) -> Result<()> {
+    let list: Vec<ServiceInfo> = client.get("/v1/services").await?;
+    if out == Output::Json {
+        return json(&list);
+    }
+    let mut t = table(&[
+        "SERVICE",
+        "TYPE",
+        "FRONTEND",
+        "PORT NAME",
+        "REV-NAT",
+        "BACKENDS",
+    ]);
+    for s in &list {
+        let backends = if s.backends.is_empty() {
+            "(none: connections refused)".to_string()
+        } else {
+            s.backends
+                .iter()
+                .map(|b| match &b.pod {
+                    Some(p) => format!("{}:{} ({p})", b.ip, b.port),
+                    None => format!("{}:{}", b.ip, b.port),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        t.add_row(vec![
+            s.service.clone(),
+            s.kind.clone(),
+            format!("{}:{}/{}", s.ip, s.port, s.protocol),
+            s.port_name.clone(),
+            s.rev_nat_id.to_string(),
+            backends,
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+pub async fn endpoints(client: &Client, out: Output) -> Result<()> {
+    let list: Vec<EndpointInfo> = client.get("/v1/endpoints").await?;
+    if out == Output::Json {
+        return json(&list);
+    }
+    let mut t = table(&["POD", "IP", "INTERFACE", "STATE", "CONTAINER"]);
+    for e in &list {
+        let state = match (e.state, &e.reason) {
+            (EndpointState::Ready, _) => "ready".to_string(),
+            (EndpointState::NotReady, Some(r)) => format!("not ready: {r}"),
+            (EndpointState::NotReady, None) => "not ready".to_string(),
+        };
+        t.add_row(vec![
+            format!("{}/{}", e.namespace, e.pod),
+            e.ip.to_string(),
+            e.host_ifname.clone(),
+            state,
+            e.container_id.chars().take(12).collect(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
