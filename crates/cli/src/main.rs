@@ -147,8 +147,9 @@ fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
 }
 
 async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
-    let mut compile = sluice_core::CompileConfig::default();
-    compile.node_port_range = parse_range(&a.nodeport_range)?;
+    let compile = sluice_core::CompileConfig {
+        node_port_range: parse_range(&a.nodeport_range)?,
+    };
     let map_sizes = sluice_datapath::loader::MapSizes {
         ct: a.ct_map_size,
         services: a.services_map_size,
