@@ -328,9 +328,15 @@ fn map_memory(pin_dir: &Path) -> Result<Vec<MapMem>> {
                     .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
                     .with_context(|| format!("{k} missing from fdinfo of {name}"))
             };
+            let map_type = match field("map_type:")?.as_str() {
+                "1" => "hash".to_string(),
+                "6" => "percpu_array".to_string(),
+                "9" => "lru_hash".to_string(),
+                other => other.to_string(),
+            };
             Ok(MapMem {
                 name,
-                map_type: field("map_type:")?,
+                map_type,
                 max_entries: field("max_entries:")?.parse()?,
                 memlock: field("memlock:")?.parse()?,
             })
@@ -338,7 +344,14 @@ fn map_memory(pin_dir: &Path) -> Result<Vec<MapMem>> {
         .collect()
 }
 
+/// Resident memory of this process, after handing freed heap back to the
+/// kernel (glibc keeps it otherwise, and parse temporaries would count).
 fn rss_kib() -> u64 {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -407,7 +420,8 @@ struct SizeResult {
     sync: Phases,
     plan_full: Duration,
     ops: Vec<OpResult>,
-    memory: Option<(Vec<MapMem>, Vec<MapMem>, u64)>,
+    /// (empty, after sync, entries per map after sync, RSS KiB).
+    memory: Option<(Vec<MapMem>, Vec<MapMem>, [usize; 5], u64)>,
 }
 
 fn run_size(n: u32, iters: u32, measure_memory: bool) -> Result<SizeResult> {
@@ -425,7 +439,17 @@ fn run_size(n: u32, iters: u32, measure_memory: bool) -> Result<SizeResult> {
     drop(files);
     p.verify(n as usize)?;
     let memory = match empty {
-        Some(empty) => Some((empty, map_memory(p.datapath.pin_dir())?, rss_kib())),
+        Some(empty) => {
+            let a = p.reconciler.applied();
+            let entries = [
+                a.masters.len() + a.slots.len(),
+                a.backends.len(),
+                a.rev_nat.len(),
+                0,
+                0,
+            ];
+            Some((empty, map_memory(p.datapath.pin_dir())?, entries, rss_kib()))
+        }
         None => None,
     };
 
@@ -513,7 +537,7 @@ fn render(results: &[SizeResult], iters: u32) -> (String, Value) {
     }
     let mut mem_json = Value::Null;
     if let Some(r) = results.iter().rev().find(|r| r.memory.is_some()) {
-        if let Some((empty, full, rss)) = &r.memory {
+        if let Some((empty, full, entries, rss)) = &r.memory {
             let _ = writeln!(
                 md,
                 "\n### BPF map memory (`memlock` from /proc/self/fdinfo), empty vs. after syncing {} Services\n",
@@ -521,31 +545,47 @@ fn render(results: &[SizeResult], iters: u32) -> (String, Value) {
             );
             let _ = writeln!(
                 md,
-                "| map | type | max_entries | empty (KiB) | after sync (KiB) |"
+                "| map | type | max_entries | entries | empty (KiB) | after sync (KiB) | growth (KiB) | bytes/entry |"
             );
-            let _ = writeln!(md, "|---|---|---:|---:|---:|");
+            let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
             let mut rows = Vec::new();
-            for (e, f) in empty.iter().zip(full) {
+            for ((e, f), &n) in empty.iter().zip(full).zip(entries) {
+                let grown = f.memlock.saturating_sub(e.memlock);
+                let per = if n > 0 {
+                    format!("{:.0}", grown as f64 / n as f64)
+                } else {
+                    "-".into()
+                };
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
                     f.name,
                     f.map_type,
                     f.max_entries,
+                    n,
                     e.memlock / 1024,
-                    f.memlock / 1024
+                    f.memlock / 1024,
+                    grown / 1024,
+                    per
                 );
                 rows.push(json!({
                     "map": f.name, "map_type": f.map_type, "max_entries": f.max_entries,
-                    "memlock_empty_bytes": e.memlock, "memlock_after_sync_bytes": f.memlock,
+                    "entries": n, "memlock_empty_bytes": e.memlock,
+                    "memlock_after_sync_bytes": f.memlock,
                 }));
             }
             let te: u64 = empty.iter().map(|m| m.memlock).sum();
             let tf: u64 = full.iter().map(|m| m.memlock).sum();
-            let _ = writeln!(md, "| total | | | {} | {} |", te / 1024, tf / 1024);
             let _ = writeln!(
                 md,
-                "\nBench process RSS after the sync (manifest text dropped): {} MiB",
+                "| total | | | | {} | {} | {} | |",
+                te / 1024,
+                tf / 1024,
+                tf.saturating_sub(te) / 1024
+            );
+            let _ = writeln!(
+                md,
+                "\nBench process RSS after the sync (manifest text dropped, `malloc_trim`ed): {} MiB — store + engine + reconciler mirror",
                 rss / 1024
             );
             mem_json = json!({ "services": r.n, "maps": rows, "rss_kib_after_sync": rss });
@@ -592,7 +632,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let (default_sizes, default_iters) = if bench {
-        (vec![1_000, 10_000, 100_000], 2_000)
+        (vec![1_000, 10_000, 100_000], 5_000)
     } else {
         (vec![1_000], 20)
     };

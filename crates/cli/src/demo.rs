@@ -62,11 +62,19 @@ impl Steps {
         Self { bar }
     }
 
+    /// Spinners are hidden when stderr is not a terminal (CI, pipes): the
+    /// step lines are printed plainly then, so a log still shows progress.
     fn done(self, msg: String) {
+        if self.bar.is_hidden() {
+            eprintln!("✔ {msg}");
+        }
         self.bar.finish_with_message(format!("✔ {msg}"));
     }
 
     fn fail(self, msg: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("✘ {msg}");
+        }
         self.bar.abandon_with_message(format!("✘ {msg}"));
     }
 }
@@ -157,6 +165,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             let step = Steps::start("Removing the sandbox");
             sb.teardown()?;
             step.done("Sandbox removed".into());
+            println!();
+            println!("Try next:");
+            println!("  sluice demo --keep      # leave the sandbox running and explore it");
+            println!("  sluice demo --manifests DIR   # your own Pods and Services");
             Ok(())
         }
         Err(e) => {

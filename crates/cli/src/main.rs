@@ -98,8 +98,9 @@ struct AgentArgs {
     /// Directory of Kubernetes YAML (Namespace, Pod, Service, EndpointSlice), watched.
     #[arg(long, default_value = "/etc/sluice/manifests")]
     manifests: PathBuf,
-    /// The node's pod CIDR (IPAM hands out addresses from it).
-    #[arg(long, default_value = "10.244.0.0/24")]
+    /// The node's pod CIDR (IPAM hands out addresses from it). Given twice,
+    /// the last one wins (wrappers may append their own).
+    #[arg(long, default_value = "10.244.0.0/24", overrides_with = "pod_cidr")]
     pod_cidr: ipnet::Ipv4Net,
     /// State directory (IPAM allocations, endpoint registry).
     #[arg(long, default_value = "/var/lib/sluice")]

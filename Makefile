@@ -1,0 +1,26 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both install what they need first (scripts/setup.sh, as root).
+
+CARGO ?= cargo
+
+.PHONY: setup build demo test lint clean-sandboxes
+
+setup:
+	./scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace --bins
+
+# A sandbox node with pods, the agent, and real traffic. Needs root.
+demo: build
+	./target/debug/sluice demo
+
+# Everything CI runs: formatting, lints, unit/property tests, BPF packet
+# tests (BPF_PROG_TEST_RUN) and end-to-end tests in namespaces. Needs root.
+test: build
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+clean-sandboxes:
+	./target/debug/sluice sandbox down

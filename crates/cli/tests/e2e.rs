@@ -1,0 +1,412 @@
+//! End-to-end: a sandbox node, pods wired by the real sluice-cni, the real
+//! agent on Kubernetes YAML, and real TCP/UDP traffic through the kernel.
+//! Needs root (CI runs as root); every sandbox is removed, also on failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sluice_api::{Client, EndpointInfo, EndpointState, ServiceInfo, Status};
+use sluice_testbed::{
+    http_get, run_in_netns, tcp_request, udp_request, Pod, Sandbox, SandboxOptions, WorkloadPorts,
+};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const HTTP: u16 = 8080;
+const ECHO: u16 = 9000;
+const UDP: u16 = 5353;
+const T: Duration = Duration::from_secs(2);
+
+fn sluice_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
+}
+
+fn require_root() {
+    assert!(
+        sluice_testbed::is_root(),
+        "end-to-end tests create namespaces and load BPF programs: run them as root"
+    );
+}
+
+fn pods_yaml(labels: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    for (name, app) in labels {
+        s.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n    app: {app}\nspec:\n  containers:\n  - name: c\n    ports:\n    - name: http\n      containerPort: {HTTP}\n"
+        ));
+    }
+    s
+}
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: http, nodePort: 30080}
+  - {name: echo, port: 9000, targetPort: 9000}
+  - {name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30053}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: default}
+spec:
+  clusterIP: 10.96.0.99
+  selector: {app: nothing}
+  ports:
+  - {port: 80, targetPort: 8080}
+  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}
+"#;
+
+struct Env {
+    sb: Sandbox,
+    client: Pod,
+    web: Vec<Pod>,
+    api: Client,
+}
+
+async fn setup(web_pods: usize, services: &str) -> Env {
+    require_root();
+    let mut sb = Sandbox::create(SandboxOptions::default()).expect("sandbox");
+    sb.start_agent(&sluice_bin(), &[]).await.expect("agent");
+    let client = sb.add_pod("default", "client").await.expect("client pod");
+    let mut web = Vec::new();
+    let mut labels = vec![("client", "client")];
+    let names: Vec<String> = (1..=web_pods).map(|i| format!("web-{i}")).collect();
+    for n in &names {
+        let p = sb.add_pod("default", n).await.expect("web pod");
+        let ports = WorkloadPorts {
+            tcp: Some(ECHO),
+            udp: Some(UDP),
+            http: Some(HTTP),
+        };
+        sb.spawn_workload(&p, ports).await.expect("workload");
+        web.push(p);
+        labels.push((n.as_str(), "web"));
+    }
+    std::fs::write(sb.manifests_dir().join("pods.yaml"), pods_yaml(&labels)).unwrap();
+    std::fs::write(sb.manifests_dir().join("services.yaml"), services).unwrap();
+    let api = Client::new(sb.agent_socket());
+    Env { sb, client, web, api }
+}
+
+/// Polls the agent until `pred` holds on the service list.
+async fn wait_services(api: &Client, what: &str, pred: impl Fn(&[ServiceInfo]) -> bool) -> Vec<ServiceInfo> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list: Vec<ServiceInfo> = api.get("/v1/services").await.expect("services");
+        if pred(&list) {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}; services: {list:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn backends_of(list: &[ServiceInfo], svc: &str, port: u16) -> usize {
+    list.iter()
+        .find(|s| s.service == svc && s.port == port)
+        .map(|s| s.backends.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// HTTP GETs from inside `netns`; body (pod name) → count.
+fn http_spread(netns: &Path, target: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let netns = netns.to_path_buf();
+    run_in_netns(&netns, move || {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let body = http_get(target, T).unwrap_or_else(|e| panic!("GET {target}: {e}"));
+            *seen.entry(body.trim().to_string()).or_insert(0) += 1;
+        }
+        seen
+    })
+    .expect("netns")
+}
+
+fn ct_backends(sb: &Sandbox, proto: u8, frontend: SocketAddr) -> BTreeMap<String, usize> {
+    let pin = sluice_datapath::loader::pin_dir(Path::new("/sys/fs/bpf"), sb.run_id());
+    let maps = sluice_datapath::LbMaps::open(&pin).unwrap();
+    let mut seen = BTreeMap::new();
+    for r in maps.ct_rows().unwrap() {
+        if !r.reply && r.proto == proto && SocketAddr::from(r.dst) == frontend {
+            *seen.entry(format!("{}:{}", r.nat.0, r.nat.1)).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+fn echo(stream: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    stream.write_all(msg).expect("write on established connection");
+    let mut buf = vec![0u8; msg.len()];
+    stream.read_exact(&mut buf).expect("read on established connection");
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_end_to_end_through_the_kernel() {
+    let mut env = setup(2, SERVICES).await;
+    let api = env.api.clone();
+    wait_services(&api, "web has 2 backends on every port", |l| {
+        backends_of(l, "default/web", 80) == 2
+            && backends_of(l, "default/web", 53) == 2
+            && backends_of(l, "default/web", 30080) == 2
+            && backends_of(l, "default/empty", 80) == 0
+    })
+    .await;
+    let vip_http = SocketAddr::from(([10, 96, 0, 10], 80));
+    let vip_udp = SocketAddr::from(([10, 96, 0, 10], 53));
+
+    // TCP from a pod to the ClusterIP: spread over both backends.
+    let seen = http_spread(&env.client.netns, vip_http, 40);
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["default/web-1", "default/web-2"],
+        "ClusterIP TCP spread: {seen:?}"
+    );
+
+    // UDP from a pod: every query echoed, flows spread (seen in conntrack).
+    let netns = env.client.netns.clone();
+    run_in_netns(&netns, move || {
+        for i in 0..40 {
+            let q = format!("q{i}");
+            let a = udp_request(vip_udp, q.as_bytes(), T).unwrap_or_else(|e| panic!("UDP {vip_udp}: {e}"));
+            assert_eq!(a, q.as_bytes());
+        }
+    })
+    .unwrap();
+    let udp_seen = ct_backends(&env.sb, 17, vip_udp);
+    assert_eq!(udp_seen.len(), 2, "UDP flows on both backends: {udp_seen:?}");
+
+    // NodePort from outside the node, TCP and UDP.
+    let np = SocketAddr::from((env.sb.node_ip(), 30080));
+    let seen = http_spread(&env.sb.outside_netns(), np, 30);
+    assert_eq!(seen.len(), 2, "NodePort TCP spread: {seen:?}");
+    let np_udp = SocketAddr::from((env.sb.node_ip(), 30053));
+    run_in_netns(&env.sb.outside_netns(), move || {
+        let a = udp_request(np_udp, b"ping", T).unwrap_or_else(|e| panic!("UDP NodePort: {e}"));
+        assert_eq!(a, b"ping");
+    })
+    .unwrap();
+
+    // No endpoints: refused at once (RST / ICMP), not a timeout.
+    let empty_tcp = SocketAddr::from(([10, 96, 0, 99], 80));
+    let empty_udp = SocketAddr::from(([10, 96, 0, 99], 53));
+    run_in_netns(&netns, move || {
+        let t0 = Instant::now();
+        let e = tcp_request(empty_tcp, b"x", T).expect_err("no endpoints");
+        assert!(e.is_refused(), "TCP to an endpoint-less Service: {e}");
+        assert!(t0.elapsed() < Duration::from_millis(500), "refusal took {:?}", t0.elapsed());
+        let e = udp_request(empty_udp, b"x", T).expect_err("no endpoints");
+        assert!(e.is_refused(), "UDP to an endpoint-less Service: {e}");
+    })
+    .unwrap();
+
+    // An established connection survives kill -9 of the agent and its restart.
+    let vip_echo = SocketAddr::from(([10, 96, 0, 10], ECHO));
+    let mut conn = run_in_netns(&netns, move || TcpStream::connect_timeout(&vip_echo, T))
+        .unwrap()
+        .expect("connect to echo Service");
+    conn.set_read_timeout(Some(T)).unwrap();
+    assert_eq!(echo(&mut conn, b"before"), b"before");
+    let ids_before: Vec<(String, u16, u32)> = api
+        .get::<Vec<ServiceInfo>>("/v1/services")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.service, s.port, s.rev_nat_id))
+        .collect();
+    env.sb.kill_agent().unwrap();
+    assert_eq!(echo(&mut conn, b"agent down"), b"agent down");
+    let seen = http_spread(&env.client.netns, vip_http, 6);
+    assert!(!seen.is_empty(), "new connections work while the agent is down");
+    env.sb.restart_agent().await.unwrap();
+    assert_eq!(echo(&mut conn, b"after restart"), b"after restart");
+    let status: Status = api.get("/v1/status").await.unwrap();
+    assert_eq!(status.last_sync_writes, 0, "a restart with nothing changed rewrites nothing");
+    let list = wait_services(&api, "services restored", |l| backends_of(l, "default/web", 80) == 2).await;
+    let ids_after: Vec<(String, u16, u32)> = list.into_iter().map(|s| (s.service, s.port, s.rev_nat_id)).collect();
+    assert_eq!(ids_before, ids_after, "rev-NAT ids are stable across restarts");
+
+    // Remove web-2 from the Service (its label changes): no new connection reaches it.
+    let labels = [("client", "client"), ("web-1", "web"), ("web-2", "retired")];
+    std::fs::write(env.sb.manifests_dir().join("pods.yaml"), pods_yaml(&labels)).unwrap();
+    wait_services(&api, "web down to 1 backend", |l| backends_of(l, "default/web", 80) == 1).await;
+    let seen = http_spread(&env.client.netns, vip_http, 30);
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["default/web-1"], "{seen:?}");
+    // ...while the established connection, if it was on web-2, stays there.
+    assert_eq!(echo(&mut conn, b"still here"), b"still here");
+    let _ = &env.web;
+    env.sb.teardown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_manifests_are_rejected_by_name_and_the_rest_keeps_working() {
+    let good_and_bad = format!(
+        "{SERVICES}---\napiVersion: v1\nkind: Service\nmetadata: {{name: broken, namespace: default}}\nspec:\n  clusterIP: 10.96.0.20\n  ports:\n  - {{port: 70000}}\n---\nkind: Gadget\nmetadata: {{name: x}}\n"
+    );
+    let mut env = setup(1, &good_and_bad).await;
+    let api = env.api.clone();
+    wait_services(&api, "web programmed", |l| backends_of(l, "default/web", 80) == 1).await;
+    let status: Status = api.get("/v1/status").await.unwrap();
+    let msgs: Vec<String> = status.rejected.iter().map(|r| format!("{}: {}: {}", r.file, r.object, r.error)).collect();
+    assert!(
+        msgs.iter().any(|m| m.starts_with("services.yaml: Service default/broken: spec.ports[0].port: 70000")),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().any(|m| m.contains("Gadget")), "{msgs:?}");
+
+    // A bad edit of a programmed Service: the last good version stays in force.
+    let bad_edit = SERVICES.replace("port: 80, targetPort: http", "port: 99999, targetPort: http");
+    std::fs::write(env.sb.manifests_dir().join("services.yaml"), bad_edit).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Status = api.get("/v1/status").await.unwrap();
+        if s.rejected.iter().any(|r| r.object == "Service default/web") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bad edit not reported: {:?}", s.rejected);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = http_spread(&env.client.netns, SocketAddr::from(([10, 96, 0, 10], 80)), 5);
+    assert_eq!(seen.get("default/web-1"), Some(&5), "old version still serves: {seen:?}");
+    env.sb.teardown().unwrap();
+}
+
+/// Runs sluice-cni in the node netns exactly as a runtime would.
+fn cni(sb: &Sandbox, command: &str, container: &str, netns: &Path, pod: &str, version: &str) -> (bool, serde_json::Value) {
+    cni_with(sb, command, container, netns, pod, version, None)
+}
+
+fn cni_with(
+    sb: &Sandbox,
+    command: &str,
+    container: &str,
+    netns: &Path,
+    pod: &str,
+    version: &str,
+    prev_result: Option<&serde_json::Value>,
+) -> (bool, serde_json::Value) {
+    let bin = sluice_testbed::find_binary("sluice-cni").expect("sluice-cni built (cargo build --workspace --bins)");
+    let mut config = serde_json::json!({
+        "cniVersion": version, "name": "sluice", "type": "sluice-cni",
+        "agentSocket": sb.agent_socket(),
+    });
+    if let Some(prev) = prev_result {
+        config["prevResult"] = prev.clone();
+    }
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", sb.node_netns().display()))
+        .arg(bin)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_ARGS", format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(config.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let json = if out.stdout.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    (out.status.success(), json)
+}
+
+fn ip_out(netns: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .arg("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct NetnsGuard(String);
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cni_protocol_against_the_real_agent() {
+    require_root();
+    let mut sb = Sandbox::create(SandboxOptions::default()).unwrap();
+    // A /30 has exactly one address to give (.2): the second ADD exhausts it.
+    let cidr = format!("{}/30", sb.pod_cidr().split('/').next().unwrap());
+    sb.start_agent(&sluice_bin(), &["--pod-cidr", &cidr]).await.unwrap();
+    let ns_name = format!("{}-cni", sb.run_id());
+    assert!(std::process::Command::new("ip").args(["netns", "add", &ns_name]).status().unwrap().success());
+    let _guard = NetnsGuard(ns_name.clone());
+    let netns = PathBuf::from(format!("/run/netns/{ns_name}"));
+    let api = Client::new(sb.agent_socket());
+
+    // VERSION
+    let (ok, v) = cni(&sb, "VERSION", "", Path::new(""), "", "1.0.0");
+    assert!(ok && v["supportedVersions"].as_array().unwrap().iter().any(|x| x == "1.0.0"), "{v}");
+
+    // ADD: result JSON and the kernel state on both sides.
+    let (ok, res) = cni(&sb, "ADD", "ctr-a", &netns, "pod-a", "1.0.0");
+    assert!(ok, "ADD failed: {res}");
+    let addr = res["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(addr.ends_with("/32"), "{res}");
+    let ip = addr.trim_end_matches("/32").to_string();
+    assert!(ip_out(&netns, &["-4", "addr", "show", "eth0"]).contains(&addr));
+    assert!(ip_out(&netns, &["route"]).contains("default via 169.254.1.1 dev eth0"));
+    assert!(ip_out(&netns, &["neigh"]).contains("169.254.1.1"));
+    let host_if = res["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert!(host_if.starts_with("lxc"), "{res}");
+    assert!(ip_out(&sb.node_netns(), &["route"]).contains(&format!("{ip} dev {host_if}")));
+    let eps: Vec<EndpointInfo> = api.get("/v1/endpoints").await.unwrap();
+    assert!(eps.iter().any(|e| e.pod == "pod-a" && e.state == EndpointState::Ready && e.ip.to_string() == ip), "{eps:?}");
+
+    // CHECK (with the ADD result as prevResult, as the spec says) passes on
+    // a healthy pod and fails once its default route is gone.
+    let (ok, check) = cni_with(&sb, "CHECK", "ctr-a", &netns, "pod-a", "1.0.0", Some(&res));
+    assert!(ok, "CHECK: {check}");
+    let _ = ip_out(&netns, &["route", "del", "default"]);
+    let (ok, check) = cni_with(&sb, "CHECK", "ctr-a", &netns, "pod-a", "1.0.0", Some(&res));
+    assert!(!ok, "CHECK must notice the missing route: {check}");
+
+    // Exhausted pod CIDR: code 100 and nothing half-created.
+    let ns2 = format!("{}-cni2", sb.run_id());
+    assert!(std::process::Command::new("ip").args(["netns", "add", &ns2]).status().unwrap().success());
+    let _g2 = NetnsGuard(ns2.clone());
+    let netns2 = PathBuf::from(format!("/run/netns/{ns2}"));
+    let (ok, err) = cni(&sb, "ADD", "ctr-b", &netns2, "pod-b", "1.0.0");
+    assert!(!ok && err["code"] == 100, "{err}");
+    assert!(!ip_out(&netns2, &["link"]).contains("eth0"), "rolled back");
+    assert_eq!(ip_out(&sb.node_netns(), &["link"]).matches("lxc").count(), 1, "only pod-a's veth");
+
+    // Wrong cniVersion: code 1.
+    let (ok, err) = cni(&sb, "ADD", "ctr-c", &netns2, "pod-c", "9.9.9");
+    assert!(!ok && err["code"] == 1, "{err}");
+
+    // DEL removes everything; a second DEL succeeds.
+    let (ok, res) = cni(&sb, "DEL", "ctr-a", &netns, "pod-a", "1.0.0");
+    assert!(ok, "DEL: {res}");
+    assert!(!ip_out(&sb.node_netns(), &["link"]).contains(&host_if));
+    let eps: Vec<EndpointInfo> = api.get("/v1/endpoints").await.unwrap();
+    assert!(eps.is_empty(), "{eps:?}");
+    let (ok, res) = cni(&sb, "DEL", "ctr-a", &netns, "pod-a", "1.0.0");
+    assert!(ok, "second DEL: {res}");
+    // The address is free again.
+    let (ok, res) = cni(&sb, "ADD", "ctr-b", &netns2, "pod-b", "1.0.0");
+    assert!(ok && res["ips"][0]["address"] == addr.as_str(), "{res}");
+    let _ = cni(&sb, "DEL", "ctr-b", &netns2, "pod-b", "1.0.0");
+    sb.teardown().unwrap();
+}
