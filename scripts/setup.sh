@@ -8,6 +8,7 @@ command -v clang-19 >/dev/null 2>&1 || need_pkgs+=(clang-19 llvm-19)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v ethtool >/dev/null 2>&1 || need_pkgs+=(ethtool)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

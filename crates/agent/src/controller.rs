@@ -129,6 +129,19 @@ impl Controller {
         }
         let records: Vec<EndpointRecord> = c.registry.iter().cloned().collect();
         for rec in records {
+            // The CNI plugin creates the veth on ADD and only DEL removes it:
+            // a registered pod without its veth is gone (its DEL may have run
+            // while the agent was down). Free its address and registration.
+            if !interface_exists(&rec.host_ifname) {
+                tracing::info!(
+                    pod = %format!("{}/{}", rec.namespace, rec.pod),
+                    ifname = %rec.host_ifname,
+                    "endpoint's interface is gone: releasing it"
+                );
+                c.registry.remove(&rec.container_id)?;
+                c.ipam.release(&rec.container_id)?;
+                continue;
+            }
             let _ = c.store.set_pod_ip(&rec.namespace, &rec.pod, Some(rec.ip));
             let state = c.attach_endpoint(&rec);
             c.endpoint_state.insert(rec.container_id.clone(), state);

@@ -151,8 +151,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         sb.outside_ip()
     ));
 
-    // Any error from here on drops `sb`, which removes everything.
-    let result = demo(&mut sb, &args, &files, &pod_names).await;
+    // Any error from here on drops `sb`, which removes everything; Ctrl-C
+    // stops the demo and removes it too.
+    let result = tokio::select! {
+        r = demo(&mut sb, &args, &files, &pod_names) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     match result {
         Ok(()) if args.keep => {
             print_keep(&sb);

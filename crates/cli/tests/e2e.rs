@@ -92,18 +92,30 @@ async fn setup(web_pods: usize, services: &str) -> Env {
     std::fs::write(sb.manifests_dir().join("pods.yaml"), pods_yaml(&labels)).unwrap();
     std::fs::write(sb.manifests_dir().join("services.yaml"), services).unwrap();
     let api = Client::new(sb.agent_socket());
-    Env { sb, client, web, api }
+    Env {
+        sb,
+        client,
+        web,
+        api,
+    }
 }
 
 /// Polls the agent until `pred` holds on the service list.
-async fn wait_services(api: &Client, what: &str, pred: impl Fn(&[ServiceInfo]) -> bool) -> Vec<ServiceInfo> {
+async fn wait_services(
+    api: &Client,
+    what: &str,
+    pred: impl Fn(&[ServiceInfo]) -> bool,
+) -> Vec<ServiceInfo> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let list: Vec<ServiceInfo> = api.get("/v1/services").await.expect("services");
         if pred(&list) {
             return list;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}; services: {list:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what}; services: {list:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -142,9 +154,13 @@ fn ct_backends(sb: &Sandbox, proto: u8, frontend: SocketAddr) -> BTreeMap<String
 }
 
 fn echo(stream: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
-    stream.write_all(msg).expect("write on established connection");
+    stream
+        .write_all(msg)
+        .expect("write on established connection");
     let mut buf = vec![0u8; msg.len()];
-    stream.read_exact(&mut buf).expect("read on established connection");
+    stream
+        .read_exact(&mut buf)
+        .expect("read on established connection");
     buf
 }
 
@@ -175,13 +191,18 @@ async fn services_end_to_end_through_the_kernel() {
     run_in_netns(&netns, move || {
         for i in 0..40 {
             let q = format!("q{i}");
-            let a = udp_request(vip_udp, q.as_bytes(), T).unwrap_or_else(|e| panic!("UDP {vip_udp}: {e}"));
+            let a = udp_request(vip_udp, q.as_bytes(), T)
+                .unwrap_or_else(|e| panic!("UDP {vip_udp}: {e}"));
             assert_eq!(a, q.as_bytes());
         }
     })
     .unwrap();
     let udp_seen = ct_backends(&env.sb, 17, vip_udp);
-    assert_eq!(udp_seen.len(), 2, "UDP flows on both backends: {udp_seen:?}");
+    assert_eq!(
+        udp_seen.len(),
+        2,
+        "UDP flows on both backends: {udp_seen:?}"
+    );
 
     // NodePort from outside the node, TCP and UDP.
     let np = SocketAddr::from((env.sb.node_ip(), 30080));
@@ -201,9 +222,50 @@ async fn services_end_to_end_through_the_kernel() {
         let t0 = Instant::now();
         let e = tcp_request(empty_tcp, b"x", T).expect_err("no endpoints");
         assert!(e.is_refused(), "TCP to an endpoint-less Service: {e}");
-        assert!(t0.elapsed() < Duration::from_millis(500), "refusal took {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "refusal took {:?}",
+            t0.elapsed()
+        );
         let e = udp_request(empty_udp, b"x", T).expect_err("no endpoints");
         assert!(e.is_refused(), "UDP to an endpoint-less Service: {e}");
+    })
+    .unwrap();
+
+    // Checksums without offload: with tx checksumming off, packets carry a
+    // full checksum that the receiving stack verifies in software, so a
+    // translation that got it wrong would lose every packet.
+    let mut no_offload = vec![env.client.netns.clone(), env.sb.outside_netns()];
+    no_offload.extend(env.web.iter().map(|p| p.netns.clone()));
+    for ns in &no_offload {
+        let dev = if *ns == env.sb.outside_netns() {
+            sluice_testbed::OUTSIDE_DEVICE
+        } else {
+            "eth0"
+        };
+        let st = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .args(["ethtool", "-K", dev, "tx", "off"])
+            .output()
+            .expect("ethtool (scripts/setup.sh installs it)");
+        assert!(
+            st.status.success(),
+            "ethtool: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    }
+    let seen = http_spread(&env.client.netns, vip_http, 20);
+    assert_eq!(seen.len(), 2, "ClusterIP TCP without offload: {seen:?}");
+    let seen = http_spread(&env.sb.outside_netns(), np, 20);
+    assert_eq!(seen.len(), 2, "NodePort TCP without offload: {seen:?}");
+    run_in_netns(&netns, move || {
+        let a = udp_request(vip_udp, b"no offload", T)
+            .unwrap_or_else(|e| panic!("UDP without offload: {e}"));
+        assert_eq!(a, b"no offload");
+        let e = tcp_request(empty_tcp, b"x", T).expect_err("no endpoints");
+        assert!(e.is_refused(), "RST without offload: {e}");
+        let e = udp_request(empty_udp, b"x", T).expect_err("no endpoints");
+        assert!(e.is_refused(), "ICMP without offload: {e}");
     })
     .unwrap();
 
@@ -224,21 +286,43 @@ async fn services_end_to_end_through_the_kernel() {
     env.sb.kill_agent().unwrap();
     assert_eq!(echo(&mut conn, b"agent down"), b"agent down");
     let seen = http_spread(&env.client.netns, vip_http, 6);
-    assert!(!seen.is_empty(), "new connections work while the agent is down");
+    assert!(
+        !seen.is_empty(),
+        "new connections work while the agent is down"
+    );
     env.sb.restart_agent().await.unwrap();
     assert_eq!(echo(&mut conn, b"after restart"), b"after restart");
     let status: Status = api.get("/v1/status").await.unwrap();
-    assert_eq!(status.last_sync_writes, 0, "a restart with nothing changed rewrites nothing");
-    let list = wait_services(&api, "services restored", |l| backends_of(l, "default/web", 80) == 2).await;
-    let ids_after: Vec<(String, u16, u32)> = list.into_iter().map(|s| (s.service, s.port, s.rev_nat_id)).collect();
-    assert_eq!(ids_before, ids_after, "rev-NAT ids are stable across restarts");
+    assert_eq!(
+        status.last_sync_writes, 0,
+        "a restart with nothing changed rewrites nothing"
+    );
+    let list = wait_services(&api, "services restored", |l| {
+        backends_of(l, "default/web", 80) == 2
+    })
+    .await;
+    let ids_after: Vec<(String, u16, u32)> = list
+        .into_iter()
+        .map(|s| (s.service, s.port, s.rev_nat_id))
+        .collect();
+    assert_eq!(
+        ids_before, ids_after,
+        "rev-NAT ids are stable across restarts"
+    );
 
     // Remove web-2 from the Service (its label changes): no new connection reaches it.
     let labels = [("client", "client"), ("web-1", "web"), ("web-2", "retired")];
     std::fs::write(env.sb.manifests_dir().join("pods.yaml"), pods_yaml(&labels)).unwrap();
-    wait_services(&api, "web down to 1 backend", |l| backends_of(l, "default/web", 80) == 1).await;
+    wait_services(&api, "web down to 1 backend", |l| {
+        backends_of(l, "default/web", 80) == 1
+    })
+    .await;
     let seen = http_spread(&env.client.netns, vip_http, 30);
-    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["default/web-1"], "{seen:?}");
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["default/web-1"],
+        "{seen:?}"
+    );
     // ...while the established connection, if it was on web-2, stays there.
     assert_eq!(echo(&mut conn, b"still here"), b"still here");
     let _ = &env.web;
@@ -252,17 +336,29 @@ async fn bad_manifests_are_rejected_by_name_and_the_rest_keeps_working() {
     );
     let mut env = setup(1, &good_and_bad).await;
     let api = env.api.clone();
-    wait_services(&api, "web programmed", |l| backends_of(l, "default/web", 80) == 1).await;
+    wait_services(&api, "web programmed", |l| {
+        backends_of(l, "default/web", 80) == 1
+    })
+    .await;
     let status: Status = api.get("/v1/status").await.unwrap();
-    let msgs: Vec<String> = status.rejected.iter().map(|r| format!("{}: {}: {}", r.file, r.object, r.error)).collect();
+    let msgs: Vec<String> = status
+        .rejected
+        .iter()
+        .map(|r| format!("{}: {}: {}", r.file, r.object, r.error))
+        .collect();
     assert!(
-        msgs.iter().any(|m| m.starts_with("services.yaml: Service default/broken: spec.ports[0].port: 70000")),
+        msgs.iter()
+            .any(|m| m
+                .starts_with("services.yaml: Service default/broken: spec.ports[0].port: 70000")),
         "{msgs:?}"
     );
     assert!(msgs.iter().any(|m| m.contains("Gadget")), "{msgs:?}");
 
     // A bad edit of a programmed Service: the last good version stays in force.
-    let bad_edit = SERVICES.replace("port: 80, targetPort: http", "port: 99999, targetPort: http");
+    let bad_edit = SERVICES.replace(
+        "port: 80, targetPort: http",
+        "port: 99999, targetPort: http",
+    );
     std::fs::write(env.sb.manifests_dir().join("services.yaml"), bad_edit).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -270,16 +366,35 @@ async fn bad_manifests_are_rejected_by_name_and_the_rest_keeps_working() {
         if s.rejected.iter().any(|r| r.object == "Service default/web") {
             break;
         }
-        assert!(Instant::now() < deadline, "bad edit not reported: {:?}", s.rejected);
+        assert!(
+            Instant::now() < deadline,
+            "bad edit not reported: {:?}",
+            s.rejected
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let seen = http_spread(&env.client.netns, SocketAddr::from(([10, 96, 0, 10], 80)), 5);
-    assert_eq!(seen.get("default/web-1"), Some(&5), "old version still serves: {seen:?}");
+    let seen = http_spread(
+        &env.client.netns,
+        SocketAddr::from(([10, 96, 0, 10], 80)),
+        5,
+    );
+    assert_eq!(
+        seen.get("default/web-1"),
+        Some(&5),
+        "old version still serves: {seen:?}"
+    );
     env.sb.teardown().unwrap();
 }
 
 /// Runs sluice-cni in the node netns exactly as a runtime would.
-fn cni(sb: &Sandbox, command: &str, container: &str, netns: &Path, pod: &str, version: &str) -> (bool, serde_json::Value) {
+fn cni(
+    sb: &Sandbox,
+    command: &str,
+    container: &str,
+    netns: &Path,
+    pod: &str,
+    version: &str,
+) -> (bool, serde_json::Value) {
     cni_with(sb, command, container, netns, pod, version, None)
 }
 
@@ -292,7 +407,8 @@ fn cni_with(
     version: &str,
     prev_result: Option<&serde_json::Value>,
 ) -> (bool, serde_json::Value) {
-    let bin = sluice_testbed::find_binary("sluice-cni").expect("sluice-cni built (cargo build --workspace --bins)");
+    let bin = sluice_testbed::find_binary("sluice-cni")
+        .expect("sluice-cni built (cargo build --workspace --bins)");
     let mut config = serde_json::json!({
         "cniVersion": version, "name": "sluice", "type": "sluice-cni",
         "agentSocket": sb.agent_socket(),
@@ -310,17 +426,26 @@ fn cni_with(
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/opt/cni/bin")
-        .env("CNI_ARGS", format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"))
+        .env(
+            "CNI_ARGS",
+            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+        )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(config.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let json = if out.stdout.is_empty() {
         serde_json::Value::Null
     } else {
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     };
     (out.status.success(), json)
 }
@@ -338,7 +463,10 @@ fn ip_out(netns: &Path, args: &[&str]) -> String {
 struct NetnsGuard(String);
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -348,16 +476,29 @@ async fn cni_protocol_against_the_real_agent() {
     let mut sb = Sandbox::create(SandboxOptions::default()).unwrap();
     // A /30 has exactly one address to give (.2): the second ADD exhausts it.
     let cidr = format!("{}/30", sb.pod_cidr().split('/').next().unwrap());
-    sb.start_agent(&sluice_bin(), &["--pod-cidr", &cidr]).await.unwrap();
+    sb.start_agent(&sluice_bin(), &["--pod-cidr", &cidr])
+        .await
+        .unwrap();
     let ns_name = format!("{}-cni", sb.run_id());
-    assert!(std::process::Command::new("ip").args(["netns", "add", &ns_name]).status().unwrap().success());
+    assert!(std::process::Command::new("ip")
+        .args(["netns", "add", &ns_name])
+        .status()
+        .unwrap()
+        .success());
     let _guard = NetnsGuard(ns_name.clone());
     let netns = PathBuf::from(format!("/run/netns/{ns_name}"));
     let api = Client::new(sb.agent_socket());
 
     // VERSION
     let (ok, v) = cni(&sb, "VERSION", "", Path::new(""), "", "1.0.0");
-    assert!(ok && v["supportedVersions"].as_array().unwrap().iter().any(|x| x == "1.0.0"), "{v}");
+    assert!(
+        ok && v["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "1.0.0"),
+        "{v}"
+    );
 
     // ADD: result JSON and the kernel state on both sides.
     let (ok, res) = cni(&sb, "ADD", "ctr-a", &netns, "pod-a", "1.0.0");
@@ -372,7 +513,11 @@ async fn cni_protocol_against_the_real_agent() {
     assert!(host_if.starts_with("lxc"), "{res}");
     assert!(ip_out(&sb.node_netns(), &["route"]).contains(&format!("{ip} dev {host_if}")));
     let eps: Vec<EndpointInfo> = api.get("/v1/endpoints").await.unwrap();
-    assert!(eps.iter().any(|e| e.pod == "pod-a" && e.state == EndpointState::Ready && e.ip.to_string() == ip), "{eps:?}");
+    assert!(
+        eps.iter()
+            .any(|e| e.pod == "pod-a" && e.state == EndpointState::Ready && e.ip.to_string() == ip),
+        "{eps:?}"
+    );
 
     // CHECK (with the ADD result as prevResult, as the spec says) passes on
     // a healthy pod and fails once its default route is gone.
@@ -384,13 +529,21 @@ async fn cni_protocol_against_the_real_agent() {
 
     // Exhausted pod CIDR: code 100 and nothing half-created.
     let ns2 = format!("{}-cni2", sb.run_id());
-    assert!(std::process::Command::new("ip").args(["netns", "add", &ns2]).status().unwrap().success());
+    assert!(std::process::Command::new("ip")
+        .args(["netns", "add", &ns2])
+        .status()
+        .unwrap()
+        .success());
     let _g2 = NetnsGuard(ns2.clone());
     let netns2 = PathBuf::from(format!("/run/netns/{ns2}"));
     let (ok, err) = cni(&sb, "ADD", "ctr-b", &netns2, "pod-b", "1.0.0");
     assert!(!ok && err["code"] == 100, "{err}");
     assert!(!ip_out(&netns2, &["link"]).contains("eth0"), "rolled back");
-    assert_eq!(ip_out(&sb.node_netns(), &["link"]).matches("lxc").count(), 1, "only pod-a's veth");
+    assert_eq!(
+        ip_out(&sb.node_netns(), &["link"]).matches("lxc").count(),
+        1,
+        "only pod-a's veth"
+    );
 
     // Wrong cniVersion: code 1.
     let (ok, err) = cni(&sb, "ADD", "ctr-c", &netns2, "pod-c", "9.9.9");
@@ -408,5 +561,94 @@ async fn cni_protocol_against_the_real_agent() {
     let (ok, res) = cni(&sb, "ADD", "ctr-b", &netns2, "pod-b", "1.0.0");
     assert!(ok && res["ips"][0]["address"] == addr.as_str(), "{res}");
     let _ = cni(&sb, "DEL", "ctr-b", &netns2, "pod-b", "1.0.0");
+    sb.teardown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_map_loses_nothing_programmed_and_recovers() {
+    require_root();
+    let svc = |n: u8| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{n}, namespace: default}}\nspec:\n  clusterIP: 10.96.1.{n}\n  selector: {{app: web}}\n  ports:\n  - {{port: 80, targetPort: {HTTP}}}\n"
+        )
+    };
+    let mut sb = Sandbox::create(SandboxOptions::default()).unwrap();
+    // Room for 3 frontends with one backend each (master + slot).
+    sb.start_agent(&sluice_bin(), &["--services-map-size", "6"])
+        .await
+        .unwrap();
+    let client = sb.add_pod("default", "client").await.unwrap();
+    let web = sb.add_pod("default", "web-1").await.unwrap();
+    sb.spawn_workload(
+        &web,
+        WorkloadPorts {
+            http: Some(HTTP),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        sb.manifests_dir().join("pods.yaml"),
+        pods_yaml(&[("client", "client"), ("web-1", "web")]),
+    )
+    .unwrap();
+    std::fs::write(
+        sb.manifests_dir().join("services.yaml"),
+        (1..=3).map(svc).collect::<String>(),
+    )
+    .unwrap();
+    let api = Client::new(sb.agent_socket());
+    wait_services(&api, "3 services", |l| {
+        l.iter().filter(|s| s.backends.len() == 1).count() == 3
+    })
+    .await;
+    let s1 = SocketAddr::from(([10, 96, 1, 1], 80));
+    assert_eq!(http_spread(&client.netns, s1, 3).len(), 1);
+
+    // A fourth Service does not fit: the write fails and is counted; what
+    // was programmed keeps working.
+    std::fs::write(
+        sb.manifests_dir().join("services.yaml"),
+        (1..=4).map(svc).collect::<String>(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st: Status = api.get("/v1/status").await.unwrap();
+        if st.map_write_errors > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no write error reported: {st:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        http_spread(&client.netns, s1, 3).get("default/web-1"),
+        Some(&3)
+    );
+
+    // Room is made (s1 goes): the agent's retry programs s4.
+    std::fs::write(
+        sb.manifests_dir().join("services.yaml"),
+        (2..=4).map(svc).collect::<String>(),
+    )
+    .unwrap();
+    let s4 = SocketAddr::from(([10, 96, 1, 4], 80));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let netns = client.netns.clone();
+    loop {
+        let ok = run_in_netns(&netns, move || {
+            http_get(s4, Duration::from_millis(300)).is_ok()
+        })
+        .unwrap();
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "s4 never programmed after room was made"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     sb.teardown().unwrap();
 }

@@ -244,7 +244,17 @@ pub fn plan_full(desired: &DesiredState, applied: &AppliedState) -> Vec<MapOp> {
     let mut frontends: BTreeSet<Frontend> = desired.services.keys().copied().collect();
     frontends.extend(applied.masters.keys().copied());
     frontends.extend(applied.slots.keys().map(|(fe, _)| *fe));
-    for fe in &frontends {
+    // Frontends that go away or shrink first: a resync after "map full"
+    // must free entries before it writes new ones, or it can never finish.
+    // Each frontend's ops are independent of the others', so this order is
+    // as safe as any.
+    let frees_entries = |fe: &Frontend| match desired.services.get(fe) {
+        None => true,
+        Some(s) => s.backend_ids.len() < applied.slots_of(fe).iter().flatten().count(),
+    };
+    let (first, rest): (Vec<Frontend>, Vec<Frontend>) =
+        frontends.into_iter().partition(frees_entries);
+    for fe in first.iter().chain(rest.iter()) {
         let old_slots = applied.slots_of(fe);
         let new = desired
             .services

@@ -253,3 +253,63 @@ fn op_name(op: &MapOp) -> &'static str {
         MapOp::DeleteMaster { .. } => "DeleteMaster",
     }
 }
+
+/// After "map full", the resync must free entries before it writes new ones,
+/// or it could never get through: removals come first whatever the order of
+/// the frontends.
+#[test]
+fn plan_full_frees_entries_before_writing_new_ones() {
+    use sluice_core::{DesiredService, DesiredState, Frontend, Master};
+    use std::net::Ipv4Addr;
+    let fe = |last: u8| Frontend {
+        ip: Ipv4Addr::new(10, 96, 0, last),
+        port: 80,
+        proto: Protocol::Tcp,
+    };
+    let be = BackendAddr {
+        ip: Ipv4Addr::new(10, 244, 0, 5),
+        port: 8080,
+        proto: Protocol::Tcp,
+    };
+    let (old, new) = (fe(9), fe(1)); // the new frontend sorts first
+    let mut applied = AppliedState::default();
+    applied.backends.insert(1, be);
+    applied.rev_nat.insert(1, old);
+    applied.masters.insert(
+        old,
+        Master {
+            count: 1,
+            rev_nat_id: 1,
+            flags: 0,
+        },
+    );
+    applied.slots.insert((old, 1), 1);
+    let mut desired = DesiredState::default();
+    desired.backends.insert(1, be);
+    desired.services.insert(
+        new,
+        DesiredService {
+            frontend: new,
+            service: "default/new".into(),
+            port_name: String::new(),
+            kind: FrontendKind::ClusterIp,
+            rev_nat_id: 2,
+            backend_ids: vec![1],
+        },
+    );
+    let ops = plan_full(&desired, &applied);
+    let first_delete = ops
+        .iter()
+        .position(|o| matches!(o, MapOp::DeleteMaster { .. }));
+    let first_slot = ops
+        .iter()
+        .position(|o| matches!(o, MapOp::UpsertSlot { .. }));
+    assert!(first_delete.is_some() && first_slot.is_some(), "{ops:?}");
+    assert!(first_delete < first_slot, "{ops:?}");
+    let mut st = applied.clone();
+    for op in &ops {
+        st.apply(op);
+        assert!(st.invariant_violations().is_empty(), "after {op:?}");
+    }
+    assert_eq!(st, AppliedState::from_desired(&desired));
+}
