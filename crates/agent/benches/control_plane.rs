@@ -363,6 +363,27 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Cumulative µs some task waited for a CPU (/proc/pressure/cpu, `some`).
+fn cpu_pressure_us() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("some"))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
+/// Involuntary context switches of this process so far.
+fn involuntary_switches() -> i64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_nivcsw
+    }
+}
+
 // ---------------------------------------------------------------- stats
 
 fn us(d: Duration) -> f64 {
@@ -394,6 +415,21 @@ struct OpResult {
     write: f64,
     writes: usize,
     over_1ms: usize,
+    /// For the samples over 1 ms: which phase took longest, counted.
+    slow_phase: String,
+}
+
+/// The phase that dominated one sample.
+fn dominant(p: &Phases) -> &'static str {
+    [
+        ("parse", p.parse),
+        ("store", p.store),
+        ("engine", p.engine),
+        ("write", p.write),
+    ]
+    .into_iter()
+    .max_by_key(|(_, d)| *d)
+    .map_or("-", |(n, _)| n)
 }
 
 fn summarize(op: &'static str, samples: &[Phases]) -> OpResult {
@@ -410,18 +446,40 @@ fn summarize(op: &'static str, samples: &[Phases]) -> OpResult {
             .iter()
             .filter(|p| p.total() > Duration::from_millis(1))
             .count(),
+        slow_phase: {
+            let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+            for p in samples
+                .iter()
+                .filter(|p| p.total() > Duration::from_millis(1))
+            {
+                *counts.entry(dominant(p)).or_default() += 1;
+            }
+            counts
+                .iter()
+                .map(|(k, v)| format!("{k} ×{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
     }
 }
 
 // ---------------------------------------------------------------- main
+
+/// Map memory when empty and after the sync, entries per map (in `MAPS`
+/// order) after the sync, and the process RSS in KiB.
+struct Memory {
+    empty: Vec<MapMem>,
+    full: Vec<MapMem>,
+    entries: [usize; 5],
+    rss: u64,
+}
 
 struct SizeResult {
     n: u32,
     sync: Phases,
     plan_full: Duration,
     ops: Vec<OpResult>,
-    /// (empty, after sync, entries per map after sync, RSS KiB).
-    memory: Option<(Vec<MapMem>, Vec<MapMem>, [usize; 5], u64)>,
+    memory: Option<Memory>,
 }
 
 fn run_size(n: u32, iters: u32, measure_memory: bool) -> Result<SizeResult> {
@@ -448,7 +506,12 @@ fn run_size(n: u32, iters: u32, measure_memory: bool) -> Result<SizeResult> {
                 0,
                 0,
             ];
-            Some((empty, map_memory(p.datapath.pin_dir())?, entries, rss_kib()))
+            Some(Memory {
+                empty,
+                full: map_memory(p.datapath.pin_dir())?,
+                entries,
+                rss: rss_kib(),
+            })
         }
         None => None,
     };
@@ -488,23 +551,24 @@ fn render(results: &[SizeResult], iters: u32) -> (String, Value) {
     );
     let _ = writeln!(
         md,
-        "| Services | change | median | p99 | max | > 1 ms | parse | store | engine | map writes | writes |"
+        "| Services | change | median | p99 | max | > 1 ms | (slowest phase) | parse | store | engine | map writes | writes |"
     );
     let _ = writeln!(
         md,
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
     );
     for r in results {
         for o in &r.ops {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {} |",
                 r.n,
                 o.op,
                 o.total.median,
                 o.total.p99,
                 o.total.max,
                 o.over_1ms,
+                if o.slow_phase.is_empty() { "–" } else { o.slow_phase.as_str() },
                 o.parse,
                 o.store,
                 o.engine,
@@ -537,7 +601,13 @@ fn render(results: &[SizeResult], iters: u32) -> (String, Value) {
     }
     let mut mem_json = Value::Null;
     if let Some(r) = results.iter().rev().find(|r| r.memory.is_some()) {
-        if let Some((empty, full, entries, rss)) = &r.memory {
+        if let Some(Memory {
+            empty,
+            full,
+            entries,
+            rss,
+        }) = &r.memory
+        {
             let _ = writeln!(
                 md,
                 "\n### BPF map memory (`memlock` from /proc/self/fdinfo), empty vs. after syncing {} Services\n",
@@ -595,7 +665,7 @@ fn render(results: &[SizeResult], iters: u32) -> (String, Value) {
         "iterations": iters,
         "change": results.iter().flat_map(|r| r.ops.iter().map(move |o| json!({
             "services": r.n, "change": o.op, "median_us": o.total.median, "p99_us": o.total.p99,
-            "max_us": o.total.max, "over_1ms": o.over_1ms, "parse_median_us": o.parse,
+            "max_us": o.total.max, "over_1ms": o.over_1ms, "over_1ms_slowest_phase": o.slow_phase, "parse_median_us": o.parse,
             "store_median_us": o.store, "engine_median_us": o.engine,
             "write_median_us": o.write, "map_writes": o.writes,
         }))).collect::<Vec<_>>(),
@@ -644,12 +714,31 @@ fn main() -> Result<()> {
 
     remove_stale_pins();
     let largest = sizes.iter().copied().max().unwrap_or(0);
+    let started = Instant::now();
+    let pressure0 = cpu_pressure_us();
+    let nivcsw0 = involuntary_switches();
     let mut results = Vec::new();
     for &n in &sizes {
         results.push(run_size(n, iters, n == largest)?);
     }
-    let (md, json) = render(&results, iters);
+    let wall = started.elapsed();
+    let (md, mut json) = render(&results, iters);
     println!("{md}");
+    // Other work on the machine shows up as outliers: say how much there was.
+    let pressure = pressure0
+        .zip(cpu_pressure_us())
+        .map(|(a, b)| 100.0 * (b - a) as f64 / us(wall));
+    let nivcsw = involuntary_switches() - nivcsw0;
+    println!(
+        "Run: {:.1} s wall, CPU pressure (some task waiting for a CPU) {} of the time, {nivcsw} involuntary context switches of this process.\n",
+        wall.as_secs_f64(),
+        pressure.map_or_else(|| "n/a".to_string(), |p| format!("{p:.0} %")),
+    );
+    json["run"] = json!({
+        "wall_s": wall.as_secs_f64(),
+        "cpu_pressure_some_pct": pressure,
+        "involuntary_context_switches": nivcsw,
+    });
     println!("```json\n{}\n```", serde_json::to_string_pretty(&json)?);
     if let Ok(path) = std::env::var("SLUICE_BENCH_JSON") {
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
