@@ -9,6 +9,9 @@ command -v clang-19 >/dev/null 2>&1 || need_pkgs+=(clang-19 llvm-19)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v ethtool >/dev/null 2>&1 || need_pkgs+=(ethtool)
+# The kube-proxy baselines of `sluice bench` apply rules with these.
+command -v iptables-restore >/dev/null 2>&1 || need_pkgs+=(iptables)
+command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
