@@ -4,9 +4,13 @@
  *  - replies from a backend pod get their Service address back (rev-NAT);
  *  - connections to a Service get a backend (DNAT), or a refusal when the
  *    Service has no endpoint.
+ * Every exit goes through obs_pass/obs_drop/obs_reject (lib/events.h), which
+ * count the packet and emit its event when one is due.
  */
 #include "lib/common.h"
 #include "lib/maps.h"
+#include "lib/metrics.h"
+#include "lib/events.h"
 #include "lib/lb.h"
 #include "lib/reject.h"
 
@@ -14,29 +18,35 @@ SEC("classifier")
 int sluice_from_pod(struct __sk_buff *skb)
 {
 	struct packet pkt;
+	struct obs_ctx obs;
 	__u32 ifindex = 0;
 	int verdict;
 
-	if (parse_packet(skb, &pkt) != PARSE_OK)
+	if (parse_packet(skb, &pkt) != PARSE_OK) {
+		/* Not ours to judge (ARP, ICMP, fragments, or headers the stack
+		 * will check itself): passed untouched, counted as forwarded. */
+		traffic_count(SLUICE_REASON_NONE, SLUICE_OBS_FROM_POD, skb->len);
 		return TC_ACT_OK;
+	}
 	metric_inc(METRIC_PACKETS_SEEN);
+	obs_init(&obs, skb, &pkt, SLUICE_OBS_FROM_POD);
 
-	verdict = lb_reverse(skb, &pkt, &ifindex);
+	verdict = lb_reverse(skb, &pkt, &ifindex, &obs);
 	if (verdict == LB_TRANSLATED)
-		return TC_ACT_OK;
+		return obs_pass(&obs, &pkt, TC_ACT_OK);
 	/* A NodePort reply: out of the device the request came in on, with
 	 * L2 addresses from the neighbour table. */
 	if (verdict == LB_REDIRECT)
-		return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+		return obs_pass(&obs, &pkt, bpf_redirect_neigh(ifindex, NULL, 0, 0));
 	if (verdict == LB_DROP)
-		return TC_ACT_SHOT;
+		return obs_drop(&obs, &pkt);
 
-	verdict = lb_forward(skb, &pkt, 0);
+	verdict = lb_forward(skb, &pkt, 0, &obs);
 	if (verdict == LB_NO_BACKEND)
-		return reject(skb, &pkt);
+		return obs_reject(&obs, &pkt, reject(skb, &pkt));
 	if (verdict == LB_DROP)
-		return TC_ACT_SHOT;
-	return TC_ACT_OK;
+		return obs_drop(&obs, &pkt);
+	return obs_pass(&obs, &pkt, TC_ACT_OK);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -6,6 +6,8 @@
  */
 #include "lib/common.h"
 #include "lib/maps.h"
+#include "lib/metrics.h"
+#include "lib/events.h"
 #include "lib/lb.h"
 #include "lib/reject.h"
 
@@ -13,18 +15,22 @@ SEC("classifier")
 int sluice_nodeport(struct __sk_buff *skb)
 {
 	struct packet pkt;
+	struct obs_ctx obs;
 	int verdict;
 
-	if (parse_packet(skb, &pkt) != PARSE_OK)
+	if (parse_packet(skb, &pkt) != PARSE_OK) {
+		traffic_count(SLUICE_REASON_NONE, SLUICE_OBS_NODE_DEVICE, skb->len);
 		return TC_ACT_OK;
+	}
 	metric_inc(METRIC_PACKETS_SEEN);
+	obs_init(&obs, skb, &pkt, SLUICE_OBS_NODE_DEVICE);
 
-	verdict = lb_forward(skb, &pkt, 1);
+	verdict = lb_forward(skb, &pkt, 1, &obs);
 	if (verdict == LB_NO_BACKEND)
-		return reject(skb, &pkt);
+		return obs_reject(&obs, &pkt, reject(skb, &pkt));
 	if (verdict == LB_DROP)
-		return TC_ACT_SHOT;
-	return TC_ACT_OK;
+		return obs_drop(&obs, &pkt);
+	return obs_pass(&obs, &pkt, TC_ACT_OK);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -7,20 +7,26 @@
  */
 #include "lib/common.h"
 #include "lib/maps.h"
+#include "lib/metrics.h"
+#include "lib/events.h"
 #include "lib/lb.h"
 
 SEC("classifier")
 int sluice_to_pod(struct __sk_buff *skb)
 {
 	struct packet pkt;
+	struct obs_ctx obs;
 	__u32 ifindex = 0;
 
-	if (parse_packet(skb, &pkt) != PARSE_OK)
+	if (parse_packet(skb, &pkt) != PARSE_OK) {
+		traffic_count(SLUICE_REASON_NONE, SLUICE_OBS_TO_POD, skb->len);
 		return TC_ACT_OK;
+	}
+	obs_init(&obs, skb, &pkt, SLUICE_OBS_TO_POD);
 	/* Replies delivered to a pod are never NodePort replies: no redirect. */
-	if (lb_reverse(skb, &pkt, &ifindex) == LB_DROP)
-		return TC_ACT_SHOT;
-	return TC_ACT_OK;
+	if (lb_reverse(skb, &pkt, &ifindex, &obs) == LB_DROP)
+		return obs_drop(&obs, &pkt);
+	return obs_pass(&obs, &pkt, TC_ACT_OK);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -22,12 +22,21 @@
 #define SLUICE_MAP_REVNAT "sl_revnat"
 #define SLUICE_MAP_CT "sl_ct"
 #define SLUICE_MAP_METRICS "sl_metrics"
+#define SLUICE_MAP_TRAFFIC "sl_traffic"
+#define SLUICE_MAP_EVENTS "sl_events"
+#define SLUICE_MAP_CONFIG "sl_config"
 
 /* Default capacities; the agent may override them at load time. */
 #define SLUICE_SERVICES_MAX 524288
 #define SLUICE_BACKENDS_MAX 262144
 #define SLUICE_REVNAT_MAX 262144
 #define SLUICE_CT_MAX 262144
+/*
+ * Ring buffer size in bytes (a power of two, a multiple of the page size).
+ * One event takes 64 bytes plus an 8-byte record header: room for ~14500
+ * events between two reads of the agent.
+ */
+#define SLUICE_EVENTS_BYTES (1 << 20)
 
 /*
  * Service map key. slot 0 is the "master" entry of a frontend (it carries the
@@ -126,7 +135,97 @@ enum sluice_metric {
 	METRIC_DROP_REJECT_FAILED = 9,	   /* could not build the reject packet */
 	METRIC_DROP_INVALID = 10,	   /* truncated / malformed headers */
 	METRIC_NODEPORT_NEW_FLOW = 11,
+	METRIC_EVENTS_LOST = 12,	   /* ring buffer full: an event was not emitted */
 	METRIC_MAX = 16,
+};
+
+/*
+ * Why the datapath dropped a packet: the one list shared by the drop events,
+ * the per-(reason, point) traffic counters, the agent's metrics and
+ * `sluice observe --drop-reason`. Codes are stable (they are stored in events
+ * and counters); new reasons take new numbers below SLUICE_REASON_MAX.
+ *
+ * A connection to a Service without endpoints is refused the way kube-proxy
+ * does it (TCP RST / ICMP port unreachable). The client's packet never
+ * reaches a backend, so it counts as dropped with NO_SERVICE_BACKEND; the
+ * event's SLUICE_EVENT_F_REPLIED flag says the refusal was sent. When the
+ * refusal cannot be built the reason is REJECT_FAILED (dropped silently).
+ */
+enum sluice_drop_reason {
+	SLUICE_REASON_NONE = 0,		     /* not dropped: forwarded (translated or untouched) */
+	SLUICE_REASON_NO_SERVICE_BACKEND = 1, /* Service has no usable endpoint: refused */
+	SLUICE_REASON_CT_INSERT_FAILED = 2,   /* conntrack map refused the new flow */
+	SLUICE_REASON_INCONSISTENT_SLOT = 3,  /* master counts a slot/backend that is missing */
+	SLUICE_REASON_INVALID_PACKET = 4,     /* malformed headers */
+	SLUICE_REASON_REJECT_FAILED = 5,      /* the refusal packet could not be built */
+	SLUICE_REASON_NAT_FAILED = 6,	     /* a rewrite helper failed */
+	SLUICE_REASON_UNSUPPORTED_PROTOCOL = 7, /* a Service frontend we cannot translate */
+	SLUICE_REASON_POLICY_DENIED = 8,      /* reserved for NetworkPolicy (event rule_id) */
+	SLUICE_REASON_MAX = 16,
+};
+
+/* Where a packet was observed: which program, hence which device and direction. */
+enum sluice_obs_point {
+	SLUICE_OBS_FROM_POD = 0,    /* tc ingress of a pod veth: the pod sends */
+	SLUICE_OBS_TO_POD = 1,	    /* tc egress of a pod veth: delivered to the pod */
+	SLUICE_OBS_NODE_DEVICE = 2, /* tc ingress of a node device (NodePort) */
+	SLUICE_OBS_MAX = 4,
+};
+
+/* Traffic counters: sl_traffic is indexed by reason * SLUICE_OBS_MAX + point. */
+#define SLUICE_TRAFFIC_SLOTS (SLUICE_REASON_MAX * SLUICE_OBS_MAX)
+
+struct sluice_traffic {
+	__u64 packets;
+	__u64 bytes; /* skb->len as the program saw it (L2 frame) */
+};
+
+/* sluice_event.type */
+#define SLUICE_EVENT_TRACE 1 /* a forwarded packet: a new flow, or any (per-packet tracing) */
+#define SLUICE_EVENT_DROP 2  /* a dropped (or refused) packet: see reason */
+
+/* sluice_event.flags */
+#define SLUICE_EVENT_F_NEW_FLOW (1 << 0) /* this packet created the conntrack entry */
+#define SLUICE_EVENT_F_REPLY (1 << 1)	 /* a reply translated back (rev-NAT) */
+#define SLUICE_EVENT_F_REPLIED (1 << 2)	 /* drop answered with TCP RST / ICMP unreachable */
+#define SLUICE_EVENT_F_NODEPORT (1 << 3) /* matched a NodePort frontend */
+
+/*
+ * One ring buffer record. "orig" is the tuple as the packet arrived, "xlat"
+ * as it left (equal to orig when nothing was rewritten, e.g. drops).
+ */
+struct sluice_event {
+	__u64 timestamp_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u8 type;	    /* SLUICE_EVENT_* */
+	__u8 reason;	    /* enum sluice_drop_reason; NONE for traces */
+	__u8 point;	    /* enum sluice_obs_point */
+	__u8 proto;
+	__u8 tcp_flags; /* byte 13 of the TCP header; 0 for other protocols */
+	__u8 flags;	/* SLUICE_EVENT_F_* */
+	__u16 pad0;
+	__u32 ifindex;
+	__u32 pkt_len; /* skb->len on arrival */
+	__be32 orig_saddr;
+	__be32 orig_daddr;
+	__be16 orig_sport;
+	__be16 orig_dport;
+	__be32 xlat_saddr;
+	__be32 xlat_daddr;
+	__be16 xlat_sport;
+	__be16 xlat_dport;
+	__u32 rev_nat_id; /* the Service frontend, 0 when none matched */
+	__u32 backend_id; /* 0 when no backend was chosen */
+	__u32 rule_id;	  /* policy rule that denied (reserved, 0) */
+	__u32 pad1;
+};
+
+/* sluice_config.flags */
+#define SLUICE_CFG_TRACE_PACKETS (1 << 0) /* an event for every translated packet */
+
+/* Run-time switches, written by the agent: entry 0 of the sl_config array. */
+struct sluice_config {
+	__u32 flags; /* SLUICE_CFG_* */
+	__u32 pad0;
 };
 
 #ifndef __cplusplus
@@ -136,6 +235,9 @@ _Static_assert(sizeof(struct lb_backend) == 8, "lb_backend layout");
 _Static_assert(sizeof(struct lb_revnat) == 8, "lb_revnat layout");
 _Static_assert(sizeof(struct ct_key) == 16, "ct_key layout");
 _Static_assert(sizeof(struct ct_entry) == 40, "ct_entry layout");
+_Static_assert(sizeof(struct sluice_traffic) == 16, "sluice_traffic layout");
+_Static_assert(sizeof(struct sluice_event) == 64, "sluice_event layout");
+_Static_assert(sizeof(struct sluice_config) == 8, "sluice_config layout");
 #endif
 
 #endif /* SLUICE_MAPS_H */

@@ -63,8 +63,6 @@ enum parse_result {
 	PARSE_INVALID,	 /* truncated or malformed */
 };
 
-static __always_inline void metric_inc(__u32 idx);
-
 /**
  * parse_packet() - read the IPv4/TCP/UDP headers of @skb into @pkt.
  *

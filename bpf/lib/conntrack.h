@@ -42,11 +42,44 @@ static __always_inline __u64 ct_timeout(const struct ct_entry *e, __u8 proto)
 }
 
 /**
+ * ct_mark_peer_closing() - tell the other entry of a flow that it is closing.
+ * @e: the entry @pkt hit, in direction @dir.
+ *
+ * A forward entry names the backend, a reply entry the frontend: with the
+ * packet's own addresses that is enough to build the other entry's key.
+ */
+static __always_inline void ct_mark_peer_closing(const struct packet *pkt,
+						 const struct ct_entry *e, __u8 dir, __u8 seen)
+{
+	struct ct_key peer = {
+		.proto = pkt->proto,
+		.dir = dir == CT_DIR_FORWARD ? CT_DIR_REPLY : CT_DIR_FORWARD,
+	};
+	struct ct_entry *p;
+
+	if (dir == CT_DIR_FORWARD) {
+		peer.saddr = e->nat_address;
+		peer.sport = e->nat_port;
+		peer.daddr = pkt->saddr;
+		peer.dport = pkt->sport;
+	} else {
+		peer.saddr = pkt->daddr;
+		peer.sport = pkt->dport;
+		peer.daddr = e->nat_address;
+		peer.dport = e->nat_port;
+	}
+	p = bpf_map_lookup_elem(&sl_ct, &peer);
+	if (p)
+		p->flags |= seen;
+}
+
+/**
  * ct_lookup() - find the live entry for @pkt in direction @dir and refresh it.
  *
- * Updates the close flags from the packet's TCP flags. A TCP SYN (without ACK)
- * that hits a closed flow's entry is a new connection reusing the tuple: it is
- * reported as a miss so the flow gets a fresh backend.
+ * Updates the close flags from the packet's TCP flags (on both entries when
+ * the client closes). A SYN, or a SYN-ACK in the reply direction, that hits a
+ * closed flow's entry belongs to a new connection reusing the tuple: it is
+ * reported as a miss, so the flow gets a fresh backend or passes untouched.
  */
 static __always_inline struct ct_entry *ct_lookup(const struct packet *pkt, __u8 dir)
 {
@@ -63,14 +96,31 @@ static __always_inline struct ct_entry *ct_lookup(const struct packet *pkt, __u8
 		return NULL;
 	if (pkt->proto == IPPROTO_TCP) {
 		__u8 f = pkt->tcp_flags;
+		__u8 closing = e->flags & (CT_FLAG_SEEN_FIN | CT_FLAG_SEEN_RST);
 
-		if ((f & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN && dir == CT_DIR_FORWARD &&
-		    (e->flags & (CT_FLAG_SEEN_FIN | CT_FLAG_SEEN_RST)))
+		/*
+		 * A closed flow's tuple being reused: a new SYN from the client,
+		 * or the SYN-ACK of a new connection the client opened straight
+		 * to the backend from the same port. Neither belongs to the old
+		 * flow; translating the SYN-ACK would break the new connection.
+		 */
+		if (closing && ((dir == CT_DIR_FORWARD && (f & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN) ||
+				(dir == CT_DIR_REPLY &&
+				 (f & (TCPF_SYN | TCPF_ACK)) == (TCPF_SYN | TCPF_ACK)))) {
+			/* Gone for good: the new connection's later packets must
+			 * not find it either. */
+			bpf_map_delete_elem(&sl_ct, &key);
 			return NULL;
-		if (f & TCPF_FIN)
-			e->flags |= CT_FLAG_SEEN_FIN;
-		if (f & TCPF_RST)
-			e->flags |= CT_FLAG_SEEN_RST;
+		}
+		if (f & (TCPF_FIN | TCPF_RST)) {
+			__u8 seen = (f & TCPF_FIN ? CT_FLAG_SEEN_FIN : 0) |
+				    (f & TCPF_RST ? CT_FLAG_SEEN_RST : 0);
+
+			e->flags |= seen;
+			/* Either side closing closes the flow: a later SYN from the
+			 * client must find both entries closing. */
+			ct_mark_peer_closing(pkt, e, dir, seen);
+		}
 	}
 	if (now - e->last_seen_ns > CT_REFRESH_NS)
 		e->last_seen_ns = now;

@@ -3,6 +3,8 @@
  * Map definitions. Every program object includes this header; the maps are
  * pinned by name under the node's bpffs directory, so all programs (and the
  * agent, and the agent after a restart) share one instance of each.
+ * The load-balancing state lives here; counters are in metrics.h, the event
+ * ring buffer and run-time switches in events.h.
  */
 #ifndef SLUICE_LIB_MAPS_H
 #define SLUICE_LIB_MAPS_H
@@ -49,21 +51,5 @@ struct {
 	__uint(max_entries, SLUICE_CT_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_ct SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, METRIC_MAX);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sl_metrics SEC(".maps");
-
-static __always_inline void metric_inc(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&sl_metrics, &idx);
-
-	if (v)
-		*v += 1;
-}
 
 #endif /* SLUICE_LIB_MAPS_H */

@@ -9,6 +9,7 @@
 #define SLUICE_REJECT_H
 
 #include "maps.h"
+#include "metrics.h"
 
 #define REJECT_TTL 64
 #define TCP_MAX_OPTLEN 40

@@ -57,7 +57,7 @@ fn generate_bindings(header: &Path, out: &Path) {
     bindgen::Builder::default()
         .header(header.to_string_lossy())
         .clang_arg("-I/usr/include/x86_64-linux-gnu")
-        .allowlist_type("lb_.*|ct_.*|sluice_metric")
+        .allowlist_type("lb_.*|ct_.*|sluice_.*")
         .allowlist_var("SLUICE_.*|LB_FLAG_.*|CT_.*")
         .derive_default(true)
         .derive_debug(true)
@@ -66,6 +66,9 @@ fn generate_bindings(header: &Path, out: &Path) {
         .use_core()
         .layout_tests(true)
         .rustified_enum("sluice_metric")
+        // Codes that arrive from the kernel as plain integers: constants
+        // (`sluice_drop_reason::SLUICE_REASON_*`) that can be matched on.
+        .constified_enum_module("sluice_drop_reason|sluice_obs_point")
         .generate()
         .expect("bindgen failed on sluice_maps.h")
         .write_to_file(out)

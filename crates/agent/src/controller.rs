@@ -5,6 +5,7 @@
 //! registration can never race each other into the maps.
 
 use crate::endpoints::{EndpointRecord, Registry};
+use crate::flows::{Names, ServiceName, Telemetry};
 use crate::ipam::{Ipam, IpamError};
 use crate::reconciler::{read_applied, Reconciler};
 use crate::source::FileUpdate;
@@ -13,10 +14,12 @@ use sluice_api::{
     BackendInfo, DatapathStatus, EndpointInfo, EndpointRegistration, EndpointState, IpamAllocation,
     IpamRequest, RejectedObject, ServiceInfo, Status,
 };
-use sluice_core::{parse_documents_with, plan_full, Change, Engine, FrontendKind, Store};
+use sluice_core::{parse_documents_with, plan_full, Change, Engine, FrontendKind, MapOp, Store};
 use sluice_datapath::Datapath;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
@@ -72,6 +75,11 @@ pub struct Controller {
     dirty: bool,
     last_sync_unix: Option<u64>,
     last_sync_writes: usize,
+    /// Names, counts and flow history shared with the event reader, the API
+    /// and the metrics endpoint.
+    tel: Arc<Telemetry>,
+    /// Services or pods changed: rebuild the enrichment names.
+    names_stale: bool,
 }
 
 fn now_unix() -> u64 {
@@ -91,6 +99,11 @@ fn interface_exists(ifname: &str) -> bool {
     unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
+/// Whether a map write changes which Service a rev-NAT id names.
+fn touches_names(op: &MapOp) -> bool {
+    matches!(op, MapOp::UpsertRevNat { .. } | MapOp::DeleteRevNat { .. })
+}
+
 impl Controller {
     /// Loads the datapath (reusing pinned maps), reads back what they hold,
     /// restores IDs and the endpoint registry, and re-attaches programs.
@@ -103,6 +116,20 @@ impl Controller {
         let reconciler = Reconciler::open(maps)?;
         let ipam = Ipam::open(cfg.pod_cidr, cfg.state_dir.join("ipam.json"))?;
         let registry = Registry::open(cfg.state_dir.join("endpoints.json"))?;
+        let kernel = sluice_datapath::mapinfo::probe_features();
+        let tel = Arc::new(Telemetry::new(
+            datapath.pin_dir(),
+            cfg.flow_history,
+            sluice_api::KernelFeatures {
+                kernel: kernel.kernel,
+                tcx: kernel.tcx,
+                btf: kernel.btf,
+                ringbuf: kernel.ringbuf,
+                xdp: kernel.xdp,
+                socket_hooks: kernel.socket_hooks,
+            },
+            cfg.metrics_addr,
+        ));
         tracing::info!(
             frontends = applied.masters.len(),
             backends = applied.backends.len(),
@@ -122,6 +149,8 @@ impl Controller {
             dirty: true,
             last_sync_unix: None,
             last_sync_writes: 0,
+            tel,
+            names_stale: true,
         };
         for dev in c.cfg.devices.clone() {
             c.datapath.attach_device(&dev)?;
@@ -146,7 +175,62 @@ impl Controller {
             let state = c.attach_endpoint(&rec);
             c.endpoint_state.insert(rec.container_id.clone(), state);
         }
+        c.refresh_telemetry();
         Ok(c)
+    }
+
+    /// The state shared with the event reader, the API and metrics.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.tel.clone()
+    }
+
+    /// Publishes names (when stale) and counts for enrichment and metrics.
+    /// Names are rebuilt only when Services or pods changed: a rebuild walks
+    /// every Service, which an endpoint change alone should not pay for.
+    fn refresh_telemetry(&mut self) {
+        let stats = &self.tel.stats;
+        if self.names_stale {
+            let mut names = Names::default();
+            for r in self.registry.iter() {
+                names
+                    .pods
+                    .insert(r.ip, (r.namespace.clone(), r.pod.clone()));
+            }
+            let mut services = std::collections::BTreeSet::new();
+            for s in self.engine.services() {
+                services.insert(s.service.as_str());
+                names.services.insert(
+                    s.rev_nat_id,
+                    ServiceName {
+                        name: s.service.clone(),
+                        port_name: s.port_name.clone(),
+                        frontend: SocketAddrV4::new(s.frontend.ip, s.frontend.port),
+                    },
+                );
+            }
+            stats
+                .services
+                .store(services.len() as u64, Ordering::Relaxed);
+            self.tel.set_names(names);
+            self.names_stale = false;
+        }
+        stats.frontends.store(
+            self.engine.desired().services.len() as u64,
+            Ordering::Relaxed,
+        );
+        stats
+            .backends
+            .store(self.engine.backends().len() as u64, Ordering::Relaxed);
+        stats
+            .endpoints
+            .store(self.registry.len() as u64, Ordering::Relaxed);
+        stats.rejected_objects.store(
+            (self.store.rejections().count() + self.file_errors.len()) as u64,
+            Ordering::Relaxed,
+        );
+        stats
+            .map_write_errors
+            .store(self.reconciler.write_errors(), Ordering::Relaxed);
     }
 
     fn attach_endpoint(&mut self, rec: &EndpointRecord) -> (EndpointState, Option<String>) {
@@ -216,6 +300,7 @@ impl Controller {
                 }
             }
         }
+        self.refresh_telemetry();
     }
 
     /// Parses changed files into the store; returns object-level changes.
@@ -250,10 +335,20 @@ impl Controller {
         }
         let started = Instant::now();
         let plan = self.engine.apply(&changes);
+        // The engine's own plan, not the one sync() may replace with a full
+        // diff: after a restart the maps already hold everything (empty
+        // diff) but the names still have to be learnt.
+        if plan.ops.iter().any(touches_names) {
+            self.names_stale = true;
+        }
         for e in &plan.errors {
             tracing::warn!(error = %e, "service not (fully) compiled");
         }
         self.sync(plan.ops);
+        self.tel
+            .stats
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             changes = changes.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -270,6 +365,9 @@ impl Controller {
         } else {
             ops
         };
+        if ops.iter().any(touches_names) {
+            self.names_stale = true;
+        }
         match self.reconciler.apply(&ops) {
             Ok(n) => {
                 self.dirty = false;
@@ -307,6 +405,7 @@ impl Controller {
             .upsert(rec.clone())
             .map_err(|e| Failure::new(500, "state", e.to_string()))?;
         self.endpoint_state.insert(id.to_string(), (state, None));
+        self.names_stale = true;
         let changes = self
             .store
             .set_pod_ip(&rec.namespace, &rec.pod, Some(rec.ip));
@@ -321,6 +420,7 @@ impl Controller {
             .remove(id)
             .map_err(|e| Failure::new(500, "state", e.to_string()))?;
         self.endpoint_state.remove(id);
+        self.names_stale = true;
         if let Some(rec) = old {
             self.datapath.detach(&rec.host_ifname);
             let changes = self.store.set_pod_ip(&rec.namespace, &rec.pod, None);
@@ -420,6 +520,8 @@ impl Controller {
             last_sync_writes: self.last_sync_writes,
             map_write_errors: self.reconciler.write_errors(),
             rejected,
+            kernel: self.tel.kernel.clone(),
+            events: self.tel.event_status(),
         }
     }
 }

@@ -5,7 +5,9 @@
 pub mod api;
 pub mod controller;
 pub mod endpoints;
+pub mod flows;
 pub mod ipam;
+pub mod metrics;
 pub mod persist;
 pub mod reconciler;
 pub mod source;
@@ -33,6 +35,10 @@ pub struct AgentConfig {
     pub compile: CompileConfig,
     pub ct_timeouts: CtTimeouts,
     pub map_sizes: MapSizes,
+    /// Serve Prometheus metrics here (`GET /metrics`); off when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Flows kept in memory for `sluice observe --last`.
+    pub flow_history: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +65,10 @@ pub enum AgentError {
         path: PathBuf,
         source: notify::Error,
     },
+    #[error(transparent)]
+    Flows(#[from] flows::FlowsError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
     #[error("cannot serve the API on {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -89,6 +99,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     };
     let datapath = Datapath::load(&dp_cfg)?;
     let mut controller = Controller::start(cfg.clone(), datapath)?;
+    let telemetry = controller.telemetry();
+    // Reading events from the start: flows of the first sync are seen too.
+    let _reader = flows::spawn_reader(telemetry.clone())?;
+    if let Some(addr) = cfg.metrics_addr {
+        metrics::serve(addr, telemetry.clone()).await?;
+    }
 
     // First sync: everything in the directory, diffed against what the
     // pinned maps already hold, so a restart rewrites only what changed.
@@ -147,7 +163,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         .map_err(sock_err)?;
     tracing::info!(socket = %cfg.socket.display(), node = %cfg.node_name, "agent ready");
 
-    let app = api::router(tx);
+    let app = api::router(tx, telemetry);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

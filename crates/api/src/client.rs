@@ -70,6 +70,65 @@ impl Client {
         self.call(Method::DELETE, path, None::<&()>).await
     }
 
+    /// GETs a newline-delimited JSON stream (`/v1/flows?follow=true`) and
+    /// calls `on_item` for each object as it arrives, until the agent closes
+    /// the stream or `on_item` returns `false`.
+    pub async fn get_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        mut on_item: impl FnMut(T) -> bool,
+    ) -> Result<(), ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", "sluice")
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
+                kind: "http".into(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                error,
+            });
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            buf.extend_from_slice(data);
+            // Objects may be split across frames: handle whole lines only.
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let line = &line[..line.len() - 1];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if !on_item(serde_json::from_slice(line)?) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

@@ -9,6 +9,10 @@
 //! - `POST   /v1/ipam/release`   [`IpamRelease`] → `{}` (releasing an unknown id succeeds)
 //! - `PUT    /v1/endpoints/{container_id}` [`EndpointRegistration`] → [`EndpointInfo`]
 //! - `DELETE /v1/endpoints/{container_id}`    → `{}` (deleting an unknown id succeeds)
+//! - `GET    /v1/flows?[FlowQuery]`          → newline-delimited [`Flow`] JSON; with
+//!   `follow=true` the response stays open and streams new flows
+//! - `GET    /v1/config/trace`                → [`TraceConfig`]
+//! - `PUT    /v1/config/trace`   [`TraceConfig`] → [`TraceConfig`]
 //!
 //! Errors come back with a non-2xx status and an [`ApiError`] body.
 

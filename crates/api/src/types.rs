@@ -129,4 +129,326 @@ pub struct Status {
     /// Map writes that failed (e.g. map full) since start.
     pub map_write_errors: u64,
     pub rejected: Vec<RejectedObject>,
+    /// Kernel features found at start.
+    #[serde(default)]
+    pub kernel: KernelFeatures,
+    /// Flow events and metrics.
+    #[serde(default)]
+    pub events: EventStatus,
+}
+
+/// Kernel features the datapath can use, as probed at agent start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct KernelFeatures {
+    /// Kernel release.
+    #[serde(default)]
+    pub kernel: String,
+    /// tcx links (Linux ≥ 6.6): preferred attach mode; clsact otherwise.
+    #[serde(default)]
+    pub tcx: bool,
+    /// Kernel BTF at /sys/kernel/btf/vmlinux.
+    #[serde(default)]
+    pub btf: bool,
+    /// BPF ring buffer (flow events).
+    #[serde(default)]
+    pub ringbuf: bool,
+    /// XDP programs load (not used yet).
+    #[serde(default)]
+    pub xdp: bool,
+    /// cgroup socket-address hooks (not used yet: socket-level LB).
+    #[serde(default)]
+    pub socket_hooks: bool,
+}
+
+/// Flow events: what the agent received, lost, keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct EventStatus {
+    /// Events read from the ring buffer since start.
+    #[serde(default)]
+    pub received: u64,
+    /// Events the kernel could not emit (ring buffer full), since the maps were created.
+    #[serde(default)]
+    pub lost: u64,
+    /// Records that could not be decoded.
+    #[serde(default)]
+    pub decode_errors: u64,
+    /// Flows kept in memory for `sluice observe --last` (bounded).
+    #[serde(default)]
+    pub history: usize,
+    #[serde(default)]
+    pub history_capacity: usize,
+    /// An event for every translated packet (debugging), not only new flows.
+    #[serde(default)]
+    pub trace_per_packet: bool,
+    /// The Prometheus endpoint, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
+}
+
+/// `PUT /v1/config/trace` body and answer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TraceConfig {
+    /// Emit an event for every translated packet, not only for new flows.
+    pub per_packet: bool,
+}
+
+/// FORWARDED or DROPPED, as in `sluice observe --verdict`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    Forwarded,
+    Dropped,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Forwarded => "FORWARDED",
+            Verdict::Dropped => "DROPPED",
+        }
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "FORWARDED" => Ok(Verdict::Forwarded),
+            "DROPPED" => Ok(Verdict::Dropped),
+            other => Err(format!("unknown verdict {other:?} (FORWARDED or DROPPED)")),
+        }
+    }
+}
+
+/// One side of a flow: address, and the pod behind it when known.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlowPeer {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+impl FlowPeer {
+    /// `namespace/pod`, when known.
+    pub fn pod_name(&self) -> Option<String> {
+        match (&self.namespace, &self.pod) {
+            (Some(ns), Some(p)) => Some(format!("{ns}/{p}")),
+            _ => None,
+        }
+    }
+}
+
+/// The Service a flow was addressed to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlowService {
+    /// `namespace/name`.
+    pub name: String,
+    #[serde(default)]
+    pub port_name: String,
+    /// The frontend (`0.0.0.0` for a NodePort).
+    pub frontend_ip: Ipv4Addr,
+    pub frontend_port: u16,
+}
+
+/// One flow event, enriched by the agent. Field names are stable (see
+/// docs/observability.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Flow {
+    /// RFC 3339 UTC, millisecond precision.
+    pub time: String,
+    /// Unix nanoseconds.
+    pub time_unix_ns: u64,
+    pub verdict: Verdict,
+    /// Why it was dropped (`no_service_backend`, ...); absent when forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+    /// A drop answered with a TCP RST / ICMP port unreachable (no endpoint).
+    #[serde(default)]
+    pub refused: bool,
+    /// The packet created the conntrack entry (first packet of the flow).
+    #[serde(default)]
+    pub new_flow: bool,
+    /// A reply translated back to the Service address.
+    #[serde(default)]
+    pub reply: bool,
+    /// `from-pod`, `to-pod` or `node-device`.
+    pub observation_point: String,
+    pub ifindex: u32,
+    /// `TCP`, `UDP`, or the IP protocol number.
+    pub protocol: String,
+    /// TCP flags set (`SYN`, `ACK`, ...); empty for other protocols.
+    #[serde(default)]
+    pub tcp_flags: Vec<String>,
+    /// Frame length in bytes.
+    pub length: u32,
+    /// As the packet arrived.
+    pub source: FlowPeer,
+    pub destination: FlowPeer,
+    /// As the packet left (after DNAT / rev-NAT); equal when not translated.
+    pub translated_source: FlowPeer,
+    pub translated_destination: FlowPeer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<FlowService>,
+    #[serde(default)]
+    pub rev_nat_id: u32,
+    #[serde(default)]
+    pub backend_id: u32,
+    /// The policy rule that denied (NetworkPolicy; not built yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_rule: Option<String>,
+}
+
+/// Filters of `GET /v1/flows` (query parameters), as `sluice observe` takes them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct FlowQuery {
+    /// At most this many past flows (the most recent); default 20, 0 for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<usize>,
+    /// Keep the response open and stream new flows (NDJSON).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
+    /// `namespace/name` on either side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_pod: Option<String>,
+    /// Either side in this namespace (or a Service in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `namespace/name` of the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Source or destination port, original or translated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+}
+
+fn pod_matches(peer: &FlowPeer, want: &str) -> bool {
+    match want.split_once('/') {
+        Some((ns, name)) => {
+            peer.namespace.as_deref() == Some(ns) && peer.pod.as_deref() == Some(name)
+        }
+        // A bare name: the pod in any namespace.
+        None => peer.pod.as_deref() == Some(want),
+    }
+}
+
+impl FlowQuery {
+    /// The query string (without `?`), values percent-encoded.
+    pub fn to_query_string(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |k: &str, v: String| parts.push(format!("{k}={}", percent_encode(&v)));
+        if let Some(n) = self.last {
+            add("last", n.to_string());
+        }
+        if self.follow {
+            add("follow", "true".into());
+        }
+        for (k, v) in [
+            ("pod", &self.pod),
+            ("from_pod", &self.from_pod),
+            ("to_pod", &self.to_pod),
+            ("namespace", &self.namespace),
+            ("service", &self.service),
+            ("protocol", &self.protocol),
+            ("drop_reason", &self.drop_reason),
+        ] {
+            if let Some(v) = v {
+                add(k, v.clone());
+            }
+        }
+        if let Some(p) = self.port {
+            add("port", p.to_string());
+        }
+        if let Some(v) = self.verdict {
+            add("verdict", v.as_str().into());
+        }
+        parts.join("&")
+    }
+
+    /// Whether `f` passes every filter given.
+    pub fn matches(&self, f: &Flow) -> bool {
+        let sides = [
+            &f.source,
+            &f.destination,
+            &f.translated_source,
+            &f.translated_destination,
+        ];
+        if let Some(p) = &self.pod {
+            if !sides.iter().any(|s| pod_matches(s, p)) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.from_pod {
+            if !pod_matches(&f.source, p) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.to_pod {
+            if !pod_matches(&f.translated_destination, p) && !pod_matches(&f.destination, p) {
+                return false;
+            }
+        }
+        if let Some(ns) = &self.namespace {
+            let svc_ns = f
+                .service
+                .as_ref()
+                .and_then(|s| s.name.split_once('/'))
+                .map(|(n, _)| n);
+            if !sides.iter().any(|s| s.namespace.as_deref() == Some(ns)) && svc_ns != Some(ns) {
+                return false;
+            }
+        }
+        if let Some(svc) = &self.service {
+            if f.service.as_ref().map(|s| s.name.as_str()) != Some(svc.as_str()) {
+                return false;
+            }
+        }
+        if let Some(port) = self.port {
+            if !sides.iter().any(|s| s.port == port) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.protocol {
+            if !f.protocol.eq_ignore_ascii_case(p) {
+                return false;
+            }
+        }
+        if let Some(v) = self.verdict {
+            if f.verdict != v {
+                return false;
+            }
+        }
+        if let Some(r) = &self.drop_reason {
+            let want = r.to_ascii_lowercase().replace('-', "_");
+            if f.drop_reason.as_deref() != Some(want.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters and `/`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -40,7 +40,11 @@ pub struct MapArgs {
 }
 
 impl MapArgs {
-    fn pin_dir(&self) -> Result<PathBuf> {
+    pub(crate) fn output(&self) -> crate::output::Output {
+        self.out.output
+    }
+
+    pub(crate) fn pin_dir(&self) -> Result<PathBuf> {
         let root = self.bpffs.join("sluice");
         if let Some(n) = &self.node {
             return Ok(sluice_datapath::loader::pin_dir(&self.bpffs, n));

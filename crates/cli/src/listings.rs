@@ -37,6 +37,46 @@ pub async fn status(client: &Client, out: Output) -> Result<()> {
         None => println!("Last sync:     never"),
     }
     println!("Write errors:  {}", s.map_write_errors);
+    let k = &s.kernel;
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!(
+        "Kernel:        {}; tcx {} ({}), BTF {}, ring buffer {}, XDP {}, socket hooks {}",
+        if k.kernel.is_empty() { "?" } else { &k.kernel },
+        yes(k.tcx),
+        if k.tcx {
+            "used for tc programs"
+        } else {
+            "clsact filters used instead"
+        },
+        yes(k.btf),
+        yes(k.ringbuf),
+        if k.xdp {
+            "available, not used yet"
+        } else {
+            "no"
+        },
+        if k.socket_hooks {
+            "available, not used yet"
+        } else {
+            "no"
+        },
+    );
+    let e = &s.events;
+    println!(
+        "Flow events:   {} received, {} lost, {} kept (of {}), per-packet tracing {}",
+        e.received,
+        e.lost,
+        e.history,
+        e.history_capacity,
+        if e.trace_per_packet { "on" } else { "off" }
+    );
+    println!(
+        "Metrics:       {}",
+        e.metrics_addr
+            .as_deref()
+            .map(|a| format!("http://{a}/metrics"))
+            .unwrap_or_else(|| "off (agent --metrics-addr)".into())
+    );
     if s.rejected.is_empty() {
         println!("Rejected:      none");
     } else {

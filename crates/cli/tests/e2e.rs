@@ -652,3 +652,268 @@ async fn a_full_map_loses_nothing_programmed_and_recovers() {
     }
     sb.teardown().unwrap();
 }
+
+/// Runs `sluice ARGS` against the sandbox's agent; stdout lines.
+fn sluice_lines(sb: &Sandbox, args: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new(sluice_bin())
+        .args(args)
+        .env("SLUICE_SOCKET", sb.agent_socket())
+        .output()
+        .expect("run sluice");
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `sluice observe ARGS -o json` until a flow satisfies `pred`.
+async fn wait_flow(
+    sb: &Sandbox,
+    args: &[&str],
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut full = vec!["observe", "-o", "json", "--last", "1000"];
+        full.extend_from_slice(args);
+        let flows: Vec<serde_json::Value> = sluice_lines(sb, &full)
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        if let Some(f) = flows.iter().find(|f| pred(f)) {
+            return f.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no flow {what} in `sluice observe {args:?}`: {flows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_metrics_and_map_pressure_are_observable() {
+    require_root();
+    let mut sb = Sandbox::create(SandboxOptions::default()).expect("sandbox");
+    // The agent runs in the node netns: the metrics port is private to it.
+    sb.start_agent(&sluice_bin(), &["--metrics-addr", "127.0.0.1:9962"])
+        .await
+        .expect("agent");
+    let client = sb.add_pod("default", "client").await.expect("client pod");
+    let web = sb.add_pod("default", "web-1").await.expect("web pod");
+    sb.spawn_workload(
+        &web,
+        WorkloadPorts {
+            http: Some(HTTP),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("workload");
+    std::fs::write(
+        sb.manifests_dir().join("pods.yaml"),
+        pods_yaml(&[("client", "client"), ("web-1", "web")]),
+    )
+    .unwrap();
+    std::fs::write(sb.manifests_dir().join("services.yaml"), SERVICES).unwrap();
+    let api = Client::new(sb.agent_socket());
+    wait_services(&api, "web and empty programmed", |l| {
+        backends_of(l, "default/web", 80) == 1 && backends_of(l, "default/empty", 80) == 0
+    })
+    .await;
+
+    // A follower started before the traffic sees the forwarded flow live.
+    let mut follower = std::process::Command::new(sluice_bin())
+        .args([
+            "observe",
+            "--follow",
+            "--last",
+            "0",
+            "-o",
+            "json",
+            "--to-pod",
+            "default/web-1",
+        ])
+        .env("SLUICE_SOCKET", sb.agent_socket())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sluice observe --follow");
+    let follower_out = follower.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(follower_out)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Give the follower time to subscribe before the flow happens.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let vip = SocketAddr::from(([10, 96, 0, 10], 80));
+    let empty = SocketAddr::from(([10, 96, 0, 99], 80));
+    let netns = client.netns.clone();
+    run_in_netns(&netns, move || {
+        http_get(vip, T).unwrap_or_else(|e| panic!("GET {vip}: {e}"));
+        let e = tcp_request(empty, b"x", T).expect_err("no endpoints");
+        assert!(e.is_refused(), "{e}");
+    })
+    .unwrap();
+
+    // The refused connection: DROPPED, the right pod, Service and reason.
+    let drop = wait_flow(
+        &sb,
+        &["--verdict", "DROPPED"],
+        "from default/client to default/empty",
+        |f| f["service"]["name"] == "default/empty",
+    )
+    .await;
+    assert_eq!(drop["verdict"], "DROPPED", "{drop}");
+    assert_eq!(drop["drop_reason"], "no_service_backend", "{drop}");
+    assert_eq!(drop["refused"], true, "{drop}");
+    assert_eq!(drop["source"]["namespace"], "default", "{drop}");
+    assert_eq!(drop["source"]["pod"], "client", "{drop}");
+    assert_eq!(drop["destination"]["ip"], "10.96.0.99", "{drop}");
+    assert_eq!(drop["destination"]["port"], 80, "{drop}");
+    assert_eq!(drop["observation_point"], "from-pod", "{drop}");
+    assert!(
+        drop["tcp_flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "SYN"),
+        "{drop}"
+    );
+
+    // The forwarded flow: original (ClusterIP) and translated (pod) addresses.
+    let fwd = wait_flow(
+        &sb,
+        &["--verdict", "FORWARDED", "--from-pod", "default/client"],
+        "client to web",
+        |f| f["service"]["name"] == "default/web" && f["new_flow"] == true,
+    )
+    .await;
+    assert_eq!(fwd["destination"]["ip"], "10.96.0.10", "{fwd}");
+    assert_eq!(fwd["destination"]["port"], 80, "{fwd}");
+    assert_eq!(fwd["translated_destination"]["pod"], "web-1", "{fwd}");
+    assert_eq!(
+        fwd["translated_destination"]["ip"],
+        web.ip.to_string(),
+        "{fwd}"
+    );
+    assert_eq!(fwd["translated_destination"]["port"], HTTP, "{fwd}");
+    assert_eq!(fwd["source"], fwd["translated_source"], "{fwd}");
+
+    // Filters exclude what they should.
+    let none = sluice_lines(
+        &sb,
+        &[
+            "observe",
+            "-o",
+            "json",
+            "--last",
+            "1000",
+            "--verdict",
+            "DROPPED",
+            "--service",
+            "default/web",
+        ],
+    );
+    assert!(none.is_empty(), "{none:?}");
+    let human = sluice_lines(&sb, &["observe", "--drop-reason", "no_service_backend"]);
+    assert!(
+        human.iter().any(|l| l.contains("default/client:")
+            && l.contains("-> default/empty (10.96.0.99:80)")
+            && l.contains("DROPPED (no_service_backend")),
+        "{human:?}"
+    );
+
+    // The follower got the forwarded flow as it happened.
+    let live = line_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a live flow on the follower");
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    assert_eq!(live["translated_destination"]["pod"], "web-1", "{live}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // Metrics: scraped in the node netns and parsed as Prometheus text.
+    let body = run_in_netns(&sb.node_netns(), || {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], 9962)), T)
+            .expect("connect to the metrics endpoint");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sluice\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    })
+    .unwrap();
+    let (head, text) = body.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text");
+    let value = |metric: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {metric} {labels:?} in:\n{text}"))
+    };
+    assert!(
+        value(
+            "sluice_drops_total",
+            &[("reason", "no_service_backend"), ("point", "from-pod")]
+        ) >= 1.0
+    );
+    assert!(value("sluice_forwarded_packets_total", &[("point", "from-pod")]) >= 1.0);
+    assert!(value("sluice_new_flows_total", &[("kind", "service")]) >= 1.0);
+    assert_eq!(value("sluice_services", &[]), 2.0);
+    assert_eq!(value("sluice_endpoints", &[]), 2.0);
+    assert_eq!(value("sluice_events_lost_total", &[]), 0.0);
+    assert_eq!(value("sluice_map_capacity", &[("map", "sl_ct")]), 262144.0);
+    assert!(value("sluice_map_entries", &[("map", "sl_ct")]) >= 2.0);
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "sluice_reconcile_duration_seconds"));
+
+    // Map pressure straight from bpffs, and kernel features in status.
+    let maps: Vec<serde_json::Value> = serde_json::from_str(
+        &sluice_lines(&sb, &["map", "list", "--node", sb.run_id(), "-o", "json"]).join("\n"),
+    )
+    .unwrap();
+    let ct = maps
+        .iter()
+        .find(|m| m["name"] == "sl_ct")
+        .expect("sl_ct listed");
+    assert_eq!(ct["type"], "lru_hash");
+    assert!(ct["entries"].as_u64().unwrap() >= 2, "{ct}");
+    assert!(maps
+        .iter()
+        .any(|m| m["name"] == "sl_events" && m["type"] == "ringbuf"));
+    let status: Status = api.get("/v1/status").await.unwrap();
+    assert!(
+        status.kernel.ringbuf && status.kernel.tcx,
+        "{:?}",
+        status.kernel
+    );
+    assert!(status.events.received >= 2, "{:?}", status.events);
+    sb.teardown().unwrap();
+}

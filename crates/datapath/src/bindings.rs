@@ -13,3 +13,6 @@ unsafe impl aya::Pod for lb_backend {}
 unsafe impl aya::Pod for lb_revnat {}
 unsafe impl aya::Pod for ct_key {}
 unsafe impl aya::Pod for ct_entry {}
+unsafe impl aya::Pod for sluice_event {}
+unsafe impl aya::Pod for sluice_traffic {}
+unsafe impl aya::Pod for sluice_config {}

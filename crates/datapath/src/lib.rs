@@ -9,8 +9,11 @@
 
 pub mod bindings;
 pub mod bpffs;
+pub mod events;
 pub mod loader;
+pub mod mapinfo;
 pub mod maps;
 
+pub use events::{EventReader, FlowEvent, ObsMaps};
 pub use loader::{AttachMode, Datapath, DatapathConfig, DatapathError};
 pub use maps::{LbMaps, MapsError};

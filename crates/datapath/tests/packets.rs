@@ -4,10 +4,15 @@
 #![allow(clippy::unwrap_used)]
 
 use etherparse::{Icmpv4Header, Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use sluice_datapath::events::{
+    reason_code, EventKind, FlowEvent, SLUICE_EVENT_F_NEW_FLOW, SLUICE_EVENT_F_REPLIED,
+    SLUICE_EVENT_F_REPLY,
+};
 use sluice_datapath::loader::{pin_dir, Program};
 use sluice_datapath::maps::{BackendEntry, FrontendKey};
-use sluice_datapath::{Datapath, DatapathConfig, LbMaps};
+use sluice_datapath::{Datapath, DatapathConfig, EventReader, LbMaps, ObsMaps};
 use std::net::Ipv4Addr;
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -30,6 +35,8 @@ const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 struct Harness {
     dp: Datapath,
     maps: LbMaps,
+    obs: ObsMaps,
+    events: EventReader,
     _pins: PinGuard,
 }
 
@@ -58,9 +65,13 @@ impl Harness {
         let pins = PinGuard(pin_dir(&cfg.bpffs_root, &node));
         let dp = Datapath::load(&cfg).unwrap();
         let maps = LbMaps::open(dp.pin_dir()).unwrap();
+        let obs = ObsMaps::open(dp.pin_dir()).unwrap();
+        let events = EventReader::open(dp.pin_dir()).unwrap();
         Self {
             dp,
             maps,
+            obs,
+            events,
             _pins: pins,
         }
     }
@@ -94,6 +105,19 @@ impl Harness {
     fn run(&mut self, p: Program, pkt: &[u8]) -> (u32, Vec<u8>) {
         self.dp.test_run(p, pkt).unwrap()
     }
+
+    /// Every event emitted since the last call.
+    fn drain_events(&mut self) -> Vec<FlowEvent> {
+        let mut out = Vec::new();
+        while let Some(e) = self.events.next() {
+            out.push(e.unwrap());
+        }
+        out
+    }
+}
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip, port)
 }
 
 fn fe(ip: Ipv4Addr, port: u16, proto: u8) -> FrontendKey {
@@ -425,4 +449,242 @@ fn inconsistent_master_drops_instead_of_misrouting() {
         &tcp_syn((CLIENT, 43000), (VIP, 80), false),
     );
     assert_eq!(verdict, TC_ACT_SHOT);
+}
+
+#[test]
+fn a_new_flow_emits_one_trace_event_and_established_packets_none() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 4, false, &[(9, BACKEND_A, 8080)]);
+    let syn = tcp_syn((CLIENT, 44000), (VIP, 80), false);
+    h.run(Program::FromPod, &syn);
+    let ev = h.drain_events();
+    assert_eq!(ev.len(), 1, "one event for the new flow: {ev:?}");
+    let e = ev[0];
+    assert_eq!(e.kind, EventKind::Trace);
+    assert!(e.has_flag(SLUICE_EVENT_F_NEW_FLOW));
+    assert_eq!((e.reason, e.point, e.proto), (0, 0, TCP));
+    assert_eq!(e.tcp_flags & 0x12, 0x02, "SYN without ACK");
+    assert_eq!((e.orig_src, e.orig_dst), (sa(CLIENT, 44000), sa(VIP, 80)));
+    assert_eq!(
+        (e.xlat_src, e.xlat_dst),
+        (sa(CLIENT, 44000), sa(BACKEND_A, 8080))
+    );
+    assert_eq!((e.rev_nat_id, e.backend_id), (4, 9));
+    assert_eq!(e.len as usize, syn.len());
+    assert!(e.timestamp_ns > 0);
+
+    // Conntrack hits and replies: no event by default.
+    h.run(Program::FromPod, &tcp_ack((CLIENT, 44000), (VIP, 80), b"x"));
+    h.run(
+        Program::FromPod,
+        &tcp_ack((BACKEND_A, 8080), (CLIENT, 44000), b"y"),
+    );
+    assert_eq!(
+        h.drain_events(),
+        vec![],
+        "established packets are not traced"
+    );
+
+    // Per-packet tracing switched on at run time: every translated packet.
+    h.obs.set_trace_packets(true).unwrap();
+    assert!(h.obs.trace_packets().unwrap());
+    h.run(Program::FromPod, &tcp_ack((CLIENT, 44000), (VIP, 80), b"x"));
+    h.run(
+        Program::FromPod,
+        &tcp_ack((BACKEND_A, 8080), (CLIENT, 44000), b"y"),
+    );
+    // Traffic that is not for a Service is still not traced.
+    h.run(
+        Program::FromPod,
+        &tcp_ack((CLIENT, 44001), (BACKEND_B, 80), b"z"),
+    );
+    let ev = h.drain_events();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert!(!ev[0].has_flag(SLUICE_EVENT_F_NEW_FLOW));
+    assert_eq!(ev[0].xlat_dst, sa(BACKEND_A, 8080));
+    assert!(ev[1].has_flag(SLUICE_EVENT_F_REPLY));
+    assert_eq!(
+        (ev[1].orig_src, ev[1].xlat_src, ev[1].xlat_dst),
+        (sa(BACKEND_A, 8080), sa(VIP, 80), sa(CLIENT, 44000))
+    );
+    h.obs.set_trace_packets(false).unwrap();
+    h.run(Program::FromPod, &tcp_ack((CLIENT, 44000), (VIP, 80), b"x"));
+    assert_eq!(h.drain_events(), vec![]);
+
+    // Every packet counted once, as forwarded, with its bytes.
+    let t = h.obs.traffic().unwrap();
+    let fwd: u64 = t.iter().filter(|r| r.reason == 0).map(|r| r.packets).sum();
+    assert_eq!(fwd, 7, "{t:?}");
+    assert!(t.iter().all(|r| r.reason == 0 && r.bytes >= r.packets * 54));
+}
+
+#[test]
+fn a_refused_connection_emits_a_drop_event_with_its_reason() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 5, false, &[]);
+    let syn = tcp_syn((CLIENT, 45000), (VIP, 80), true);
+    let (verdict, _) = h.run(Program::FromPod, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "refused with a RST");
+    let ev = h.drain_events();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let e = ev[0];
+    assert_eq!(e.kind, EventKind::Drop);
+    assert_eq!(Some(e.reason), reason_code("no_service_backend"));
+    assert!(e.has_flag(SLUICE_EVENT_F_REPLIED), "the refusal was sent");
+    assert_eq!(e.rev_nat_id, 5, "names the Service");
+    assert_eq!((e.orig_src, e.orig_dst), (sa(CLIENT, 45000), sa(VIP, 80)));
+    assert_eq!(e.xlat_dst, e.orig_dst, "nothing translated");
+    assert_eq!(e.len as usize, syn.len(), "length on arrival");
+
+    let t = h.obs.traffic().unwrap();
+    let drop = t.iter().find(|r| r.reason == 1).expect("drop counted");
+    assert_eq!(
+        (drop.point, drop.packets, drop.bytes),
+        (0, 1, syn.len() as u64)
+    );
+}
+
+#[test]
+fn an_inconsistent_service_drop_is_reported() {
+    let mut h = Harness::new();
+    h.maps.upsert_master(fe(VIP, 80, TCP), 2, 6, 0).unwrap();
+    let (verdict, _) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 46000), (VIP, 80), false),
+    );
+    assert_eq!(verdict, TC_ACT_SHOT);
+    let ev = h.drain_events();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].kind, EventKind::Drop);
+    assert_eq!(Some(ev[0].reason), reason_code("inconsistent_service_slot"));
+    assert!(!ev[0].has_flag(SLUICE_EVENT_F_REPLIED));
+}
+
+#[test]
+fn a_nodeport_flow_is_traced_at_the_node_device() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30080, TCP),
+        7,
+        true,
+        &[(1, BACKEND_A, 8080)],
+    );
+    h.run(
+        Program::NodePort,
+        &tcp_syn((OUTSIDE, 50000), (NODE, 30080), false),
+    );
+    let ev = h.drain_events();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].point, 2, "node device");
+    assert_eq!(
+        (ev[0].orig_dst, ev[0].xlat_dst),
+        (sa(NODE, 30080), sa(BACKEND_A, 8080))
+    );
+}
+
+#[test]
+fn a_full_ring_buffer_counts_lost_events() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 1, false, &[(1, BACKEND_A, 8080)]);
+    h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 47000), (VIP, 80), false),
+    );
+    h.obs.set_trace_packets(true).unwrap();
+    // 1 MiB of 72-byte records holds ~14500 events; nobody reads meanwhile.
+    let ack = tcp_ack((CLIENT, 47000), (VIP, 80), b"x");
+    for _ in 0..16000 {
+        h.run(Program::FromPod, &ack);
+    }
+    let lost = h.maps.metrics().unwrap()[12];
+    let got = h.drain_events().len() as u64;
+    assert!(lost > 0, "loss is counted");
+    assert_eq!(got + lost, 16001, "every event delivered or counted lost");
+}
+
+fn tcp_with(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: &str) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(POD_MAC, HOST_MAC)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, 7000, 64240);
+    for f in flags.split('|') {
+        b = match f {
+            "syn" => b.syn(),
+            "ack" => b.ack(1001),
+            "rst" => b.rst(),
+            "fin" => b.fin(),
+            other => panic!("flag {other}"),
+        };
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+/// A client closes a Service connection and, from the same port, connects
+/// straight to the backend pod: the backend's SYN-ACK and everything after
+/// must not be "reverse-translated" with the dead flow's entry.
+#[test]
+fn a_closed_flows_tuple_reused_for_a_direct_connection_is_not_translated() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 1, false, &[(1, BACKEND_A, 8080)]);
+    let (_, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 44000), (VIP, 80), false),
+    );
+    assert_eq!(tuple_checked(&out).1, (BACKEND_A, 8080));
+    // The client aborts (RST): both entries learn the flow is closing.
+    h.run(
+        Program::FromPod,
+        &tcp_with((CLIENT, 44000), (VIP, 80), "rst|ack"),
+    );
+    assert!(
+        h.maps
+            .ct_rows()
+            .unwrap()
+            .iter()
+            .all(|r| r.flags & 0b11 != 0),
+        "both entries closing"
+    );
+
+    // Direct connection client:44000 → backend:8080; the backend answers.
+    let syn_ack = tcp_with((BACKEND_A, 8080), (CLIENT, 44000), "syn|ack");
+    let (verdict, out) = h.run(Program::FromPod, &syn_ack);
+    assert_eq!((verdict, &out), (TC_ACT_OK, &syn_ack), "SYN-ACK untouched");
+    let data = tcp_ack((BACKEND_A, 8080), (CLIENT, 44000), b"hello");
+    let (_, out) = h.run(Program::FromPod, &data);
+    assert_eq!(out, data, "later packets untouched too");
+}
+
+/// The backend closing (FIN) closes the client's side as well: a new SYN
+/// from the same client port picks a backend afresh.
+#[test]
+fn a_flow_closed_by_the_backend_lets_a_new_syn_reselect() {
+    let mut h = Harness::new();
+    let f = fe(VIP, 80, TCP);
+    h.service(f, 1, false, &[(1, BACKEND_A, 8080)]);
+    h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 45000), (VIP, 80), false),
+    );
+    h.run(
+        Program::FromPod,
+        &tcp_with((BACKEND_A, 8080), (CLIENT, 45000), "fin|ack"),
+    );
+    // Backend A leaves the Service; B takes slot 1.
+    h.maps
+        .upsert_backend(
+            2,
+            BackendEntry {
+                ip: BACKEND_B,
+                port: 8080,
+                proto: TCP,
+            },
+        )
+        .unwrap();
+    h.maps.upsert_slot(f, 1, 2).unwrap();
+    let (_, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 45000), (VIP, 80), false),
+    );
+    assert_eq!(tuple_checked(&out).1, (BACKEND_B, 8080));
 }
