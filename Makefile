@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint clean-sandboxes
+.PHONY: setup build demo test bench clean-sandboxes
 
 setup:
 	./scripts/setup.sh
@@ -16,11 +16,18 @@ demo: build
 	./target/debug/sluice demo
 
 # Everything CI runs: formatting, lints, unit/property tests, BPF packet
-# tests (BPF_PROG_TEST_RUN) and end-to-end tests in namespaces. Needs root.
+# tests (BPF_PROG_TEST_RUN), end-to-end tests in namespaces, and a smoke run
+# of the benchmark (every mode must produce numbers). Needs root.
 test: build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+	./target/debug/sluice bench --quick --out target/bench-quick
+
+# The full side-by-side benchmark (release build; several minutes).
+bench: setup
+	$(CARGO) build --release --workspace --bins
+	./target/release/sluice bench --sluice-only-sizes 100000 --out docs/bench
 
 clean-sandboxes:
 	./target/debug/sluice sandbox down

@@ -1,9 +1,10 @@
 //! The standalone source: a directory of Kubernetes YAML files.
 //!
-//! inotify (through `notify`) says *that* something changed; a rescan says
-//! *what*: each file's content is compared with what was last read, so only
-//! changed files are re-parsed, whatever the number of objects in the others.
-//! A slow periodic rescan covers events inotify can miss (a replaced dir).
+//! inotify (through `notify`) says *that* something changed (and when a
+//! writer closed the file); a rescan says *what*: each file's content is
+//! compared with what was last read, so only changed files are re-parsed,
+//! whatever the number of objects in the others. A slow periodic rescan
+//! covers events inotify can miss (a replaced dir).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -19,9 +20,39 @@ pub struct FileUpdate {
     pub content: Option<Result<String, String>>,
 }
 
+/// What identifies a file's version without reading it. Reading and
+/// hashing every file on each event would make one small change cost as
+/// much as the largest file (a 100k-Service file is ~60 MB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            ino: meta.ino(),
+            len: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    stamp: Stamp,
+    /// Content digest: a file touched but not changed is not re-parsed.
+    digest: u64,
+}
+
 pub struct ManifestDir {
     dir: PathBuf,
-    seen: HashMap<String, u64>,
+    seen: HashMap<String, Seen>,
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -55,7 +86,7 @@ impl ManifestDir {
     /// with its error (its objects stay as they were).
     pub fn scan(&mut self) -> Vec<FileUpdate> {
         let mut updates = Vec::new();
-        let mut present = Vec::new();
+        let mut present = std::collections::HashSet::new();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) => {
@@ -65,7 +96,7 @@ impl ManifestDir {
         };
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
-        for path in paths.into_iter().filter(|p| p.is_file() && is_manifest(p)) {
+        for path in paths.into_iter().filter(|p| is_manifest(p)) {
             let Some(name) = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -73,11 +104,21 @@ impl ManifestDir {
             else {
                 continue;
             };
-            present.push(name.clone());
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => m,
+                _ => continue,
+            };
+            present.insert(name.clone());
+            let stamp = Stamp::of(&meta);
+            let previous = self.seen.get(&name).copied();
+            if previous.is_some_and(|p| p.stamp == stamp) {
+                continue;
+            }
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
-                    let d = digest(&text);
-                    if self.seen.insert(name.clone(), d) != Some(d) {
+                    let digest = digest(&text);
+                    self.seen.insert(name.clone(), Seen { stamp, digest });
+                    if previous.map(|p| p.digest) != Some(digest) {
                         updates.push(FileUpdate {
                             name,
                             content: Some(Ok(text)),
@@ -85,7 +126,7 @@ impl ManifestDir {
                     }
                 }
                 Err(e) => {
-                    // Forget the digest so the file is re-read once it is fixed.
+                    // Forget the file so it is re-read once it is fixed.
                     self.seen.remove(&name);
                     updates.push(FileUpdate {
                         name,
@@ -97,7 +138,7 @@ impl ManifestDir {
         let gone: Vec<String> = self
             .seen
             .keys()
-            .filter(|k| !present.contains(k))
+            .filter(|k| !present.contains(*k))
             .cloned()
             .collect();
         for name in gone {
@@ -111,34 +152,73 @@ impl ManifestDir {
     }
 }
 
+/// When a filesystem event should lead to a rescan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The file is complete: closed after writing, renamed into place, removed.
+    Now,
+    /// Being written (a truncate comes before the new content): wait for the
+    /// close, or for [`WRITE_SETTLE`] if the writer keeps the file open.
+    Soon,
+}
+
+/// How long a file may stay open for writing before it is read anyway.
+const WRITE_SETTLE: Duration = Duration::from_millis(200);
+
+fn trigger(kind: &notify::EventKind) -> Option<Trigger> {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Trigger::Now),
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => Some(Trigger::Now),
+        EventKind::Create(_) | EventKind::Modify(_) => Some(Trigger::Soon),
+        _ => None,
+    }
+}
+
 /// Watches `dir` and sends every batch of changed files to `tx`.
 /// Returns the watcher, which must be kept alive.
+///
+/// A file is read when its writer closes it, not on the first write event:
+/// `write()`-style updates truncate first, and reading the empty file would
+/// delete every object in it for a moment.
 pub fn watch(
     mut manifests: ManifestDir,
     tx: mpsc::Sender<Vec<FileUpdate>>,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
     use notify::Watcher;
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Trigger>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            let _ = ev_tx.send(());
+        if let Some(t) = res.ok().and_then(|ev| trigger(&ev.kind)) {
+            let _ = ev_tx.send(t);
         }
     })?;
     watcher.watch(manifests.dir(), notify::RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut pending_since: Option<tokio::time::Instant> = None;
         loop {
-            tokio::select! {
-                ev = ev_rx.recv() => {
-                    if ev.is_none() {
-                        return;
-                    }
-                    // Let an editor's write-rename-chmod burst settle.
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                    while ev_rx.try_recv().is_ok() {}
+            let settle = async {
+                match pending_since {
+                    Some(t) => tokio::time::sleep_until(t + WRITE_SETTLE).await,
+                    None => std::future::pending::<()>().await,
                 }
+            };
+            tokio::select! {
+                ev = ev_rx.recv() => match ev {
+                    None => return,
+                    Some(Trigger::Soon) => {
+                        pending_since.get_or_insert_with(tokio::time::Instant::now);
+                        continue;
+                    }
+                    Some(Trigger::Now) => {
+                        // Take whatever else arrived in the same burst.
+                        while ev_rx.try_recv().is_ok() {}
+                    }
+                },
+                _ = settle => {}
                 _ = tick.tick() => {}
             }
+            pending_since = None;
             let updates = manifests.scan();
             if !updates.is_empty() && tx.send(updates).await.is_err() {
                 return;

@@ -1,8 +1,12 @@
 //! `sluice`: the agent, the CLI people use, and the sandbox demo.
 
+mod baseline;
+mod bench;
 mod bpf;
 mod demo;
 mod listings;
+mod maps;
+mod observe;
 mod output;
 
 use anyhow::{Context, Result};
@@ -40,8 +44,18 @@ enum Command {
     /// Read the pinned BPF maps directly (works while the agent is down).
     #[command(subcommand)]
     Bpf(bpf::BpfCmd),
+    /// Flow events: what the datapath forwarded and dropped, and why.
+    Observe(observe::ObserveArgs),
+    /// Pinned BPF maps: type, entries, capacity, pressure, memory.
+    #[command(subcommand)]
+    Map(maps::MapCmd),
     /// Build a sandbox node with pods, run the agent, send real traffic.
     Demo(demo::DemoArgs),
+    /// Sluice vs kube-proxy's iptables and nftables modes, side by side in the sandbox.
+    Bench(bench::BenchArgs),
+    /// kube-proxy's rules for the same objects.
+    #[command(subcommand)]
+    Baseline(BaselineCmd),
     /// Manage sandboxes.
     #[command(subcommand)]
     Sandbox(SandboxCmd),
@@ -60,6 +74,12 @@ enum ServiceCmd {
 enum EndpointCmd {
     /// List registered pods: pod, IP, interface, state.
     List(OutputArgs),
+}
+
+#[derive(Subcommand)]
+enum BaselineCmd {
+    /// Print what kube-proxy would install (iptables-restore or nft -f input).
+    Render(baseline::RenderArgs),
 }
 
 #[derive(Subcommand)]
@@ -129,6 +149,12 @@ struct AgentArgs {
     /// Capacity of the services map (one entry per frontend plus one per backend slot).
     #[arg(long, default_value_t = sluice_datapath::loader::MapSizes::default().services)]
     services_map_size: u32,
+    /// Serve Prometheus metrics on HOST:PORT (`GET /metrics`); off unless given.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Flows kept in memory for `sluice observe --last`.
+    #[arg(long, default_value_t = sluice_agent::flows::DEFAULT_HISTORY)]
+    flow_history: usize,
 }
 
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
@@ -171,6 +197,8 @@ async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
             udp: Duration::from_secs(a.ct_udp_timeout),
         },
         map_sizes,
+        metrics_addr: a.metrics_addr,
+        flow_history: a.flow_history,
     };
     sluice_agent::run(cfg).await.context("agent failed")
 }
@@ -199,7 +227,11 @@ async fn main() -> std::process::ExitCode {
         Command::Service(ServiceCmd::List(o)) => listings::services(&client, o.output).await,
         Command::Endpoint(EndpointCmd::List(o)) => listings::endpoints(&client, o.output).await,
         Command::Bpf(cmd) => bpf::run(cmd),
+        Command::Observe(args) => observe::run(&client, args).await,
+        Command::Map(cmd) => maps::run(cmd),
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Baseline(BaselineCmd::Render(a)) => baseline::render_cmd(&client, a).await,
         Command::Sandbox(SandboxCmd::Down) => sandbox_down(),
         Command::Workload(WorkloadCmd::Serve {
             name,

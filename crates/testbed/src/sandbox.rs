@@ -208,8 +208,15 @@ impl Sandbox {
                 &["route", "add", dst, "via", &node_ip, "dev", OUTSIDE_DEVICE],
             )?;
         }
+        // Nothing on the node answers for the service range itself: a VIP
+        // that no Service (or no longer any) translates gets "unreachable"
+        // at once instead of a silent drop, as on a cluster node.
+        cmd::ip_in(&node, &["route", "add", "unreachable", SERVICE_CIDR])?;
         let node_path = netns_path(&node);
         sysctl_in(&node_path, "net.ipv4.ip_forward", "1")?;
+        // The kernel rate-limits ICMP errors to one a second by default:
+        // clients polling a VIP would see timeouts instead of "unreachable".
+        sysctl_in(&node_path, "net.ipv4.icmp_ratelimit", "0")?;
         // Replies to pods leave through a different device than the one the
         // request came in on; strict rp_filter would drop them.
         for key in [
@@ -258,6 +265,10 @@ impl Sandbox {
     }
     pub fn agent_log(&self) -> PathBuf {
         self.state_dir.join("agent.log")
+    }
+    /// The running agent's pid (for RSS readings), if one runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|a| a.child.id())
     }
     pub fn manifests_dir(&self) -> &Path {
         &self.manifests
