@@ -25,12 +25,18 @@
 #define SLUICE_MAP_TRAFFIC "sl_traffic"
 #define SLUICE_MAP_EVENTS "sl_events"
 #define SLUICE_MAP_CONFIG "sl_config"
+#define SLUICE_MAP_SOCK_REVNAT "sl_sock_revnat"
+#define SLUICE_MAP_SOCK_OPTOUT "sl_sock_optout"
 
 /* Default capacities; the agent may override them at load time. */
 #define SLUICE_SERVICES_MAX 524288
 #define SLUICE_BACKENDS_MAX 262144
 #define SLUICE_REVNAT_MAX 262144
 #define SLUICE_CT_MAX 262144
+/* One entry per socket-translated connection (LRU: the oldest go first). */
+#define SLUICE_SOCK_REVNAT_MAX 262144
+/* Network namespaces (pods) that opted out of socket-level LB. */
+#define SLUICE_SOCK_OPTOUT_MAX 65536
 /*
  * Ring buffer size in bytes (a power of two, a multiple of the page size).
  * One event takes 64 bytes plus an 8-byte record header: room for ~14500
@@ -136,6 +142,9 @@ enum sluice_metric {
 	METRIC_DROP_INVALID = 10,	   /* truncated / malformed headers */
 	METRIC_NODEPORT_NEW_FLOW = 11,
 	METRIC_EVENTS_LOST = 12,	   /* ring buffer full: an event was not emitted */
+	METRIC_SOCK_XLATE = 13,		   /* socket LB: connect/sendmsg got a backend */
+	METRIC_SOCK_NO_BACKEND = 14,	   /* socket LB: refused (ECONNREFUSED) */
+	METRIC_SOCK_REVNAT = 15,	   /* socket LB: getpeername/recvmsg given the VIP back */
 	METRIC_MAX = 16,
 };
 
@@ -228,7 +237,30 @@ struct sluice_config {
 	__u32 pad0;
 };
 
+/*
+ * Socket-level LB (bpf/sock.c): which frontend a socket asked for, keyed by
+ * the socket and the backend it was given, so getpeername() and the source
+ * of UDP replies (recvmsg) can show the frontend again. Keyed by backend too
+ * because one unconnected UDP socket may talk to several Services.
+ */
+struct sock_revnat_key {
+	__u64 cookie;	/* bpf_get_socket_cookie() */
+	__be32 address; /* backend */
+	__be16 port;
+	__u16 pad0;
+};
+
+struct sock_revnat_entry {
+	__be32 address; /* frontend */
+	__be16 port;
+	__u16 pad0;
+	__u32 rev_nat_id;
+	__u32 backend_id;
+};
+
 #ifndef __cplusplus
+_Static_assert(sizeof(struct sock_revnat_key) == 16, "sock_revnat_key layout");
+_Static_assert(sizeof(struct sock_revnat_entry) == 16, "sock_revnat_entry layout");
 _Static_assert(sizeof(struct lb_service_key) == 12, "lb_service_key layout");
 _Static_assert(sizeof(struct lb_service) == 16, "lb_service layout");
 _Static_assert(sizeof(struct lb_backend) == 8, "lb_backend layout");

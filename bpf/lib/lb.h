@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Service load balancing: frontend lookup, backend selection, DNAT of the
- * client's packets and reverse translation of the backend's replies.
+ * Per-packet Service load balancing (tc): DNAT of the client's packets and
+ * reverse translation of the backend's replies. Frontend lookup and backend
+ * selection are in lb_select.h, shared with the socket hooks (sock.h).
  * Every step is a hash lookup; nothing here depends on how many Services exist.
  */
 #ifndef SLUICE_LB_H
 #define SLUICE_LB_H
 
 #include "maps.h"
+#include "lb_select.h"
 #include "nat.h"
 #include "conntrack.h"
 #include "metrics.h"
@@ -20,43 +22,6 @@ enum lb_verdict {
 	LB_DROP,	   /* inconsistent state or helper failure */
 	LB_REDIRECT,	   /* rewritten; send it out of the device in *ifindex */
 };
-
-static __always_inline struct lb_service *lb_lookup(__be32 addr, __be16 port, __u8 proto)
-{
-	struct lb_service_key key = {
-		.address = addr,
-		.port = port,
-		.proto = proto,
-	};
-
-	return bpf_map_lookup_elem(&sl_services, &key);
-}
-
-/**
- * lb_select_backend() - pick one of the frontend's backends at random.
- * @count: the master entry's backend count (non-zero).
- *
- * The reconciler writes slots before the master that counts them and shrinks
- * the master before deleting slots, so slot 1..count always exist; a miss here
- * means the maps are inconsistent and the packet is dropped, not misrouted.
- */
-static __always_inline struct lb_backend *lb_select_backend(__be32 addr, __be16 port, __u8 proto,
-							    __u16 count, __u32 *backend_id)
-{
-	struct lb_service_key key = {
-		.address = addr,
-		.port = port,
-		.proto = proto,
-	};
-	struct lb_service *slot;
-
-	key.slot = (bpf_get_prandom_u32() % count) + 1;
-	slot = bpf_map_lookup_elem(&sl_services, &key);
-	if (!slot)
-		return NULL;
-	*backend_id = slot->backend_id;
-	return bpf_map_lookup_elem(&sl_backends, backend_id);
-}
 
 /**
  * lb_forward() - translate a client's packet addressed to a Service.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One object per attach point; each is embedded into the binary.
-const PROGRAMS: &[&str] = &["from_pod", "to_pod", "nodeport"];
+const PROGRAMS: &[&str] = &["from_pod", "to_pod", "nodeport", "sock"];
 
 fn main() {
     let manifest =
@@ -57,7 +57,7 @@ fn generate_bindings(header: &Path, out: &Path) {
     bindgen::Builder::default()
         .header(header.to_string_lossy())
         .clang_arg("-I/usr/include/x86_64-linux-gnu")
-        .allowlist_type("lb_.*|ct_.*|sluice_.*")
+        .allowlist_type("lb_.*|ct_.*|sluice_.*|sock_revnat_.*")
         .allowlist_var("SLUICE_.*|LB_FLAG_.*|CT_.*")
         .derive_default(true)
         .derive_debug(true)

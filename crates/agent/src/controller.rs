@@ -5,17 +5,18 @@
 //! registration can never race each other into the maps.
 
 use crate::endpoints::{EndpointRecord, Registry};
-use crate::flows::{Names, ServiceName, Telemetry};
+use crate::flows::{ServiceName, Telemetry};
 use crate::ipam::{Ipam, IpamError};
 use crate::reconciler::{read_applied, Reconciler};
 use crate::source::FileUpdate;
 use crate::AgentConfig;
 use sluice_api::{
     BackendInfo, DatapathStatus, EndpointInfo, EndpointRegistration, EndpointState, IpamAllocation,
-    IpamRequest, RejectedObject, ServiceInfo, Status,
+    IpamRequest, RejectedObject, ServiceInfo, SocketHookFailure, SocketLbStatus, Status,
 };
 use sluice_core::{parse_documents_with, plan_full, Change, Engine, FrontendKind, MapOp, Store};
-use sluice_datapath::Datapath;
+use sluice_core::{Kind, Object, ObjectRef};
+use sluice_datapath::{Datapath, SockHook, SockOptOutMap, SocketLbState};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
@@ -78,9 +79,23 @@ pub struct Controller {
     /// Names, counts and flow history shared with the event reader, the API
     /// and the metrics endpoint.
     tel: Arc<Telemetry>,
-    /// Services or pods changed: rebuild the enrichment names.
-    names_stale: bool,
+    /// Rebuild every enrichment name (start-up, full resyncs); otherwise
+    /// Service names follow the rev-NAT writes one by one.
+    names_rebuild: bool,
+    /// Registered pods changed: rebuild the pod names (one per pod).
+    pods_stale: bool,
+    /// Socket hooks attached at start (empty when switched off).
+    socket_lb: SocketLbState,
+    /// `sl_sock_optout`, when the socket programs are loaded.
+    optout_map: Option<SockOptOutMap>,
+    /// Opted-out endpoints written to `sl_sock_optout`: container id → netns cookie.
+    optout: HashMap<String, u64>,
 }
+
+/// Pod or Namespace annotation: `"false"` keeps the pod's Service traffic
+/// addressed to the Service IP on the wire (translated per packet by tc),
+/// for sidecar meshes that must see it.
+pub const SOCKET_LB_ANNOTATION: &str = "sluice.io/socket-lb";
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -99,9 +114,12 @@ fn interface_exists(ifname: &str) -> bool {
     unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
-/// Whether a map write changes which Service a rev-NAT id names.
-fn touches_names(op: &MapOp) -> bool {
-    matches!(op, MapOp::UpsertRevNat { .. } | MapOp::DeleteRevNat { .. })
+fn service_name(s: &sluice_core::DesiredService) -> ServiceName {
+    ServiceName {
+        name: s.service.clone(),
+        port_name: s.port_name.clone(),
+        frontend: SocketAddrV4::new(s.frontend.ip, s.frontend.port),
+    }
 }
 
 impl Controller {
@@ -150,8 +168,39 @@ impl Controller {
             last_sync_unix: None,
             last_sync_writes: 0,
             tel,
-            names_stale: true,
+            names_rebuild: true,
+            pods_stale: true,
+            socket_lb: SocketLbState::default(),
+            optout_map: None,
+            optout: HashMap::new(),
         };
+        if c.cfg.socket_lb {
+            c.socket_lb = c.datapath.attach_sockets(&c.cfg.cgroup);
+            tracing::info!(
+                cgroup = %c.cfg.cgroup.display(),
+                attached = ?c.socket_lb.attached.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+                failed = c.socket_lb.failed.len(),
+                "socket-level LB"
+            );
+        } else {
+            // Switched off: hooks a previous run left attached must go too.
+            c.datapath.detach_sockets();
+            tracing::info!("socket-level LB off (--socket-lb=false)");
+        }
+        if c.cfg.socket_lb {
+            match SockOptOutMap::open(c.datapath.pin_dir()) {
+                Ok(mut m) => {
+                    // Cookies are not stable across reboots and the store is
+                    // empty until the first scan: start from a clean map and
+                    // let sync_optout() write what applies now.
+                    for cookie in m.cookies().unwrap_or_default() {
+                        let _ = m.remove(cookie);
+                    }
+                    c.optout_map = Some(m);
+                }
+                Err(e) => tracing::warn!(error = %e, "socket LB opt-out unavailable"),
+            }
+        }
         for dev in c.cfg.devices.clone() {
             c.datapath.attach_device(&dev)?;
             tracing::info!(device = %dev, "NodePort program attached");
@@ -189,31 +238,30 @@ impl Controller {
     /// every Service, which an endpoint change alone should not pay for.
     fn refresh_telemetry(&mut self) {
         let stats = &self.tel.stats;
-        if self.names_stale {
-            let mut names = Names::default();
-            for r in self.registry.iter() {
-                names
-                    .pods
-                    .insert(r.ip, (r.namespace.clone(), r.pod.clone()));
-            }
-            let mut services = std::collections::BTreeSet::new();
-            for s in self.engine.services() {
-                services.insert(s.service.as_str());
-                names.services.insert(
-                    s.rev_nat_id,
-                    ServiceName {
-                        name: s.service.clone(),
-                        port_name: s.port_name.clone(),
-                        frontend: SocketAddrV4::new(s.frontend.ip, s.frontend.port),
-                    },
-                );
-            }
-            stats
-                .services
-                .store(services.len() as u64, Ordering::Relaxed);
-            self.tel.set_names(names);
-            self.names_stale = false;
+        if self.pods_stale || self.names_rebuild {
+            let pods = self
+                .registry
+                .iter()
+                .map(|r| (r.ip, (r.namespace.clone(), r.pod.clone())))
+                .collect();
+            self.tel.update_names(|n| n.pods = pods);
+            self.pods_stale = false;
         }
+        if self.names_rebuild {
+            let engine = &self.engine;
+            self.tel.update_names(|n| {
+                let ids: Vec<u32> = n.services.keys().copied().collect();
+                for id in ids {
+                    n.set_service(id, None);
+                }
+                for s in engine.services() {
+                    n.set_service(s.rev_nat_id, Some(service_name(s)));
+                }
+            });
+            self.names_rebuild = false;
+        }
+        let count = self.tel.update_names(|n| n.service_count());
+        stats.services.store(count as u64, Ordering::Relaxed);
         stats.frontends.store(
             self.engine.desired().services.len() as u64,
             Ordering::Relaxed,
@@ -300,7 +348,85 @@ impl Controller {
                 }
             }
         }
+        self.sync_optout();
         self.refresh_telemetry();
+    }
+
+    /// Whether the pod (or its Namespace) opted out of socket-level LB.
+    fn opted_out(&self, namespace: &str, pod: &str) -> bool {
+        let says_false = |r: ObjectRef| {
+            self.store.get(&r).is_some_and(|o| {
+                let meta = match &o {
+                    Object::Pod(p) => &p.meta,
+                    Object::Namespace(n) => &n.meta,
+                    _ => return false,
+                };
+                meta.annotations
+                    .get(SOCKET_LB_ANNOTATION)
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+            })
+        };
+        says_false(ObjectRef {
+            kind: Kind::Pod,
+            namespace: namespace.to_string(),
+            name: pod.to_string(),
+        }) || says_false(ObjectRef {
+            kind: Kind::Namespace,
+            namespace: String::new(),
+            name: namespace.to_string(),
+        })
+    }
+
+    /// Makes `sl_sock_optout` hold the netns cookies of the opted-out pods.
+    /// Cheap when nothing changed (a few hash lookups per endpoint); a
+    /// cookie is read only when a pod newly opts out.
+    fn sync_optout(&mut self) {
+        let Some(mut map) = self.optout_map.take() else {
+            return;
+        };
+        let wanted: Vec<(String, String)> = self
+            .registry
+            .iter()
+            .filter(|r| self.opted_out(&r.namespace, &r.pod))
+            .map(|r| (r.container_id.clone(), r.netns.clone()))
+            .collect();
+        let stale: Vec<String> = self
+            .optout
+            .keys()
+            .filter(|id| !wanted.iter().any(|(w, _)| w == *id))
+            .cloned()
+            .collect();
+        for id in stale {
+            if let Some(cookie) = self.optout.remove(&id) {
+                if let Err(e) = map.remove(cookie) {
+                    tracing::warn!(error = %e, "cannot remove socket LB opt-out");
+                    self.optout.insert(id, cookie);
+                }
+            }
+        }
+        for (id, netns) in wanted {
+            if self.optout.contains_key(&id) {
+                continue;
+            }
+            let written = crate::netns::netns_cookie(std::path::Path::new(&netns))
+                .map_err(|e| e.to_string())
+                .and_then(|cookie| {
+                    map.insert(cookie)
+                        .map(|()| cookie)
+                        .map_err(|e| e.to_string())
+                });
+            match written {
+                Ok(cookie) => {
+                    tracing::info!(container = %id, cookie, "pod opted out of socket-level LB");
+                    self.optout.insert(id, cookie);
+                }
+                // Retried on the next command (at the latest the 2 s retry tick).
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "cannot opt pod out of socket LB")
+                }
+            }
+        }
+        self.optout_map = Some(map);
     }
 
     /// Parses changed files into the store; returns object-level changes.
@@ -338,9 +464,6 @@ impl Controller {
         // The engine's own plan, not the one sync() may replace with a full
         // diff: after a restart the maps already hold everything (empty
         // diff) but the names still have to be learnt.
-        if plan.ops.iter().any(touches_names) {
-            self.names_stale = true;
-        }
         for e in &plan.errors {
             tracing::warn!(error = %e, "service not (fully) compiled");
         }
@@ -365,9 +488,20 @@ impl Controller {
         } else {
             ops
         };
-        if ops.iter().any(touches_names) {
-            self.names_stale = true;
-        }
+        // Enrichment follows the rev-NAT writes (a plan touches a handful;
+        // a full resync may touch all, which is when it runs anyway).
+        let desired = &self.engine.desired().services;
+        self.tel.update_names(|n| {
+            for op in &ops {
+                match op {
+                    MapOp::UpsertRevNat { id, frontend } => {
+                        n.set_service(*id, desired.get(frontend).map(service_name));
+                    }
+                    MapOp::DeleteRevNat { id } => n.set_service(*id, None),
+                    _ => {}
+                }
+            }
+        });
         match self.reconciler.apply(&ops) {
             Ok(n) => {
                 self.dirty = false;
@@ -405,7 +539,7 @@ impl Controller {
             .upsert(rec.clone())
             .map_err(|e| Failure::new(500, "state", e.to_string()))?;
         self.endpoint_state.insert(id.to_string(), (state, None));
-        self.names_stale = true;
+        self.pods_stale = true;
         let changes = self
             .store
             .set_pod_ip(&rec.namespace, &rec.pod, Some(rec.ip));
@@ -420,7 +554,7 @@ impl Controller {
             .remove(id)
             .map_err(|e| Failure::new(500, "state", e.to_string()))?;
         self.endpoint_state.remove(id);
-        self.names_stale = true;
+        self.pods_stale = true;
         if let Some(rec) = old {
             self.datapath.detach(&rec.host_ifname);
             let changes = self.store.set_pod_ip(&rec.namespace, &rec.pod, None);
@@ -522,6 +656,26 @@ impl Controller {
             rejected,
             kernel: self.tel.kernel.clone(),
             events: self.tel.event_status(),
+            socket_lb: self.socket_lb_status(),
+        }
+    }
+
+    fn socket_lb_status(&self) -> SocketLbStatus {
+        let s = &self.socket_lb;
+        SocketLbStatus {
+            enabled: self.cfg.socket_lb,
+            active: s.attached.contains(&SockHook::Connect4),
+            cgroup: s.cgroup.as_ref().map(|p| p.display().to_string()),
+            hooks: s.attached.iter().map(|h| h.as_str().to_string()).collect(),
+            failed: s
+                .failed
+                .iter()
+                .map(|(h, why)| SocketHookFailure {
+                    hook: h.as_str().to_string(),
+                    reason: why.clone(),
+                })
+                .collect(),
+            opted_out_pods: self.optout.len(),
         }
     }
 }

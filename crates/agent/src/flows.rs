@@ -44,12 +44,38 @@ pub struct ServiceName {
 }
 
 /// What the enrichment needs from the controller's state: pods by IP and
-/// Services by rev-NAT id. Replaced wholesale by the controller when either
-/// changes; read by the event reader under a short read lock.
+/// Services by rev-NAT id. The controller keeps it current (Services one
+/// rev-NAT write at a time, so a change costs the same at 100k Services);
+/// the event reader reads it under a short read lock.
 #[derive(Debug, Default, Clone)]
 pub struct Names {
     pub pods: HashMap<Ipv4Addr, (String, String)>,
     pub services: HashMap<u32, ServiceName>,
+    /// Frontends per Service name: its length is the number of Services.
+    service_refs: HashMap<String, usize>,
+}
+
+impl Names {
+    /// Names rev-NAT id `id` (or forgets it, with `None`).
+    pub fn set_service(&mut self, id: u32, name: Option<ServiceName>) {
+        if let Some(old) = self.services.remove(&id) {
+            if let Some(n) = self.service_refs.get_mut(&old.name) {
+                *n -= 1;
+                if *n == 0 {
+                    self.service_refs.remove(&old.name);
+                }
+            }
+        }
+        if let Some(new) = name {
+            *self.service_refs.entry(new.name.clone()).or_default() += 1;
+            self.services.insert(id, new);
+        }
+    }
+
+    /// Distinct Services named.
+    pub fn service_count(&self) -> usize {
+        self.service_refs.len()
+    }
 }
 
 /// A flow as kept: numbered in arrival order, so a follower can tell the
@@ -126,10 +152,11 @@ impl Telemetry {
         }
     }
 
-    pub fn set_names(&self, names: Names) {
+    /// Changes the names in place.
+    pub fn update_names<T>(&self, f: impl FnOnce(&mut Names) -> T) -> T {
         match self.names.write() {
-            Ok(mut n) => *n = names,
-            Err(poisoned) => *poisoned.into_inner() = names,
+            Ok(mut n) => f(&mut n),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
         }
     }
 

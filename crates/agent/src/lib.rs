@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod flows;
 pub mod ipam;
 pub mod metrics;
+pub mod netns;
 pub mod persist;
 pub mod reconciler;
 pub mod source;
@@ -39,6 +40,11 @@ pub struct AgentConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Flows kept in memory for `sluice observe --last`.
     pub flow_history: usize,
+    /// Socket-level LB (cgroup hooks): the node-wide switch.
+    pub socket_lb: bool,
+    /// cgroup v2 directory whose processes get socket-level LB (normally
+    /// the cgroup2 mount root: every pod on the node).
+    pub cgroup: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +102,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         node_name: cfg.node_name.clone(),
         ct_timeouts: cfg.ct_timeouts,
         map_sizes: cfg.map_sizes,
+        socket_lb: cfg.socket_lb,
     };
     let datapath = Datapath::load(&dp_cfg)?;
     let mut controller = Controller::start(cfg.clone(), datapath)?;

@@ -135,6 +135,39 @@ pub struct Status {
     /// Flow events and metrics.
     #[serde(default)]
     pub events: EventStatus,
+    /// Socket-level load balancing (cgroup hooks).
+    #[serde(default)]
+    pub socket_lb: SocketLbStatus,
+}
+
+/// Socket-level load balancing: whether it is on, where, and which hooks work.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct SocketLbStatus {
+    /// The node-wide switch (agent `--socket-lb`).
+    #[serde(default)]
+    pub enabled: bool,
+    /// connect4 is attached: new connections to ClusterIPs from processes
+    /// in the cgroup are balanced at the socket, not per packet.
+    #[serde(default)]
+    pub active: bool,
+    /// The cgroup v2 directory the hooks are attached to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Hooks attached, e.g. `connect4`.
+    #[serde(default)]
+    pub hooks: Vec<String>,
+    /// Hooks that are not attached, and why.
+    #[serde(default)]
+    pub failed: Vec<SocketHookFailure>,
+    /// Pods whose network namespace opted out (`sluice.io/socket-lb: "false"`).
+    #[serde(default)]
+    pub opted_out_pods: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SocketHookFailure {
+    pub hook: String,
+    pub reason: String,
 }
 
 /// Kernel features the datapath can use, as probed at agent start.
@@ -155,7 +188,7 @@ pub struct KernelFeatures {
     /// XDP programs load (not used yet).
     #[serde(default)]
     pub xdp: bool,
-    /// cgroup socket-address hooks (not used yet: socket-level LB).
+    /// cgroup socket-address hooks (socket-level LB).
     #[serde(default)]
     pub socket_hooks: bool,
 }

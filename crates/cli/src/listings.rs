@@ -55,12 +55,25 @@ pub async fn status(client: &Client, out: Output) -> Result<()> {
         } else {
             "no"
         },
-        if k.socket_hooks {
-            "available, not used yet"
-        } else {
-            "no"
-        },
+        yes(k.socket_hooks),
     );
+    let sl = &s.socket_lb;
+    let state = if !sl.enabled {
+        "off (agent --socket-lb=false): Service traffic is translated per packet (tc)".to_string()
+    } else if sl.active {
+        format!(
+            "active on {} (hooks: {}), {} pod(s) opted out",
+            sl.cgroup.as_deref().unwrap_or("?"),
+            sl.hooks.join(", "),
+            sl.opted_out_pods
+        )
+    } else {
+        "inactive: connect4 not attached; Service traffic is translated per packet (tc)".to_string()
+    };
+    println!("Socket LB:     {state}");
+    for f in &sl.failed {
+        println!("  {} not attached: {}", f.hook, f.reason);
+    }
     let e = &s.events;
     println!(
         "Flow events:   {} received, {} lost, {} kept (of {}), per-packet tracing {}",

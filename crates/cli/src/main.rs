@@ -101,6 +101,30 @@ enum WorkloadCmd {
         #[arg(long)]
         http: Option<u16>,
     },
+    /// The benchmark's client as a pod process (sluice-socket mode).
+    BenchClient {
+        #[arg(long)]
+        samples: usize,
+        /// Milliseconds of the connections/s run to the last target (0: none).
+        #[arg(long, default_value_t = 0)]
+        cps_ms: u64,
+        #[arg(required = true)]
+        targets: Vec<std::net::SocketAddr>,
+    },
+    /// A client run inside a pod (its cgroup): one JSON line per attempt.
+    Probe {
+        /// http, udp-connected, udp-unconnected or connect.
+        #[arg(long)]
+        kind: String,
+        /// Attempts per target.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Targets, tried round-robin.
+        #[arg(required = true)]
+        targets: Vec<std::net::SocketAddr>,
+    },
 }
 
 #[derive(Args, Clone, Copy)]
@@ -155,6 +179,14 @@ struct AgentArgs {
     /// Flows kept in memory for `sluice observe --last`.
     #[arg(long, default_value_t = sluice_agent::flows::DEFAULT_HISTORY)]
     flow_history: usize,
+    /// Socket-level load balancing (cgroup connect/sendmsg/recvmsg/getpeername
+    /// hooks): pod-to-Service connections get their backend at connect().
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    socket_lb: bool,
+    /// cgroup v2 directory for the socket hooks; default: the cgroup2 mount
+    /// root from /proc/self/mountinfo (every process on the node).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
 }
 
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
@@ -182,6 +214,12 @@ async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
         services: a.services_map_size,
         ..Default::default()
     };
+    let cgroup = match a.cgroup {
+        Some(p) => p,
+        // Not necessarily /sys/fs/cgroup: hybrid hosts mount v2 at .../unified.
+        None => sluice_testbed::cgroup::cgroup2_mount()
+            .context("no cgroup2 mount found; give --cgroup or --socket-lb=false")?,
+    };
     let cfg = sluice_agent::AgentConfig {
         node_name: a.node_name,
         manifests: a.manifests,
@@ -199,6 +237,8 @@ async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
         map_sizes,
         metrics_addr: a.metrics_addr,
         flow_history: a.flow_history,
+        socket_lb: a.socket_lb,
+        cgroup,
     };
     sluice_agent::run(cfg).await.context("agent failed")
 }
@@ -246,6 +286,17 @@ async fn main() -> std::process::ExitCode {
         })
         .await
         .context("workload failed"),
+        Command::Workload(WorkloadCmd::Probe {
+            kind,
+            count,
+            timeout_ms,
+            targets,
+        }) => probe(&kind, count, timeout_ms, &targets),
+        Command::Workload(WorkloadCmd::BenchClient {
+            samples,
+            cps_ms,
+            targets,
+        }) => bench::pod_client_main(&targets, samples, cps_ms),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -254,6 +305,22 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn probe(
+    kind: &str,
+    count: usize,
+    timeout_ms: u64,
+    targets: &[std::net::SocketAddr],
+) -> Result<()> {
+    let kind = sluice_testbed::ProbeKind::parse(kind)
+        .with_context(|| format!("unknown probe kind {kind:?}"))?;
+    let outcomes =
+        sluice_testbed::run_probe(kind, targets, count, Duration::from_millis(timeout_ms));
+    for o in outcomes {
+        println!("{}", serde_json::to_string(&o)?);
+    }
+    Ok(())
 }
 
 fn sandbox_down() -> Result<()> {

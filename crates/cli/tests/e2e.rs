@@ -5,7 +5,8 @@
 
 use sluice_api::{Client, EndpointInfo, EndpointState, ServiceInfo, Status};
 use sluice_testbed::{
-    http_get, run_in_netns, tcp_request, udp_request, Pod, Sandbox, SandboxOptions, WorkloadPorts,
+    http_get, run_in_netns, tcp_request, udp_request, Pod, ProbeKind, ProbeOutcome, Sandbox,
+    SandboxOptions, WorkloadPorts,
 };
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -916,4 +917,180 @@ async fn flows_metrics_and_map_pressure_are_observable() {
     );
     assert!(status.events.received >= 2, "{:?}", status.events);
     sb.teardown().unwrap();
+}
+
+fn kernel_metrics(sb: &Sandbox) -> Vec<u64> {
+    let pin = sluice_datapath::loader::pin_dir(Path::new("/sys/fs/bpf"), sb.run_id());
+    sluice_datapath::LbMaps::open(&pin)
+        .unwrap()
+        .metrics()
+        .unwrap()
+}
+
+fn metric(m: &[u64], which: sluice_datapath::bindings::sluice_metric) -> u64 {
+    m[which as usize]
+}
+
+/// Probes from the client pod's own process (inside the pod cgroup, where
+/// the socket hooks are attached).
+async fn probe(env: &Env, kind: ProbeKind, target: SocketAddr, count: usize) -> Vec<ProbeOutcome> {
+    let pod = env.client.clone();
+    let sb = &env.sb;
+    let out = sb.probe(&pod, kind, &[target], count, T).expect("probe");
+    assert_eq!(out.len(), count, "{out:#?}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_lb_balances_at_connect_and_shows_the_service_address() {
+    use sluice_datapath::bindings::sluice_metric::*;
+    let env = setup(2, SERVICES).await;
+    wait_services(&env.api, "web with 2 backends", |l| {
+        backends_of(l, "default/web", 80) == 2 && backends_of(l, "default/web", 53) == 2
+    })
+    .await;
+    let status: Status = env.api.get("/v1/status").await.unwrap();
+    let sl = &status.socket_lb;
+    assert!(sl.enabled && sl.active, "{sl:#?}");
+    assert_eq!(
+        sl.hooks,
+        ["connect4", "sendmsg4", "recvmsg4", "getpeername4"],
+        "{sl:#?}"
+    );
+    assert_eq!(
+        sl.cgroup.as_deref(),
+        Some(env.sb.cgroup_path().to_str().unwrap())
+    );
+
+    let vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    let before = kernel_metrics(&env.sb);
+    let http = probe(&env, ProbeKind::Http, vip, 20).await;
+    let mut seen = BTreeMap::new();
+    for o in &http {
+        assert_eq!(o.error, None, "{o:#?}");
+        // getpeername() shows the Service, not the backend it connected to.
+        assert_eq!(o.peer, Some(vip), "{o:#?}");
+        *seen.entry(o.answer.clone().unwrap()).or_insert(0) += 1;
+    }
+    assert!(
+        seen.contains_key("default/web-1") && seen.contains_key("default/web-2"),
+        "both backends answer: {seen:?}"
+    );
+    let after = kernel_metrics(&env.sb);
+    // Translated once at connect(): tc saw backend addresses, no frontend,
+    // created no flow and translated no packet.
+    assert_eq!(
+        metric(&after, METRIC_SOCK_XLATE) - metric(&before, METRIC_SOCK_XLATE),
+        20
+    );
+    assert_eq!(
+        metric(&after, METRIC_SERVICE_NEW_FLOW),
+        metric(&before, METRIC_SERVICE_NEW_FLOW)
+    );
+    assert_eq!(
+        metric(&after, METRIC_SERVICE_CT_HIT),
+        metric(&before, METRIC_SERVICE_CT_HIT)
+    );
+    assert_eq!(
+        metric(&after, METRIC_REVNAT),
+        metric(&before, METRIC_REVNAT)
+    );
+    assert!(
+        ct_backends(&env.sb, 6, vip).is_empty(),
+        "no conntrack entries"
+    );
+
+    // UDP, connected and unconnected: answers come from the Service address.
+    let dns: SocketAddr = "10.96.0.10:53".parse().unwrap();
+    for kind in [ProbeKind::UdpConnected, ProbeKind::UdpUnconnected] {
+        for o in probe(&env, kind, dns, 6).await {
+            assert_eq!(o.error, None, "{kind:?}: {o:#?}");
+            assert_eq!(o.peer, Some(dns), "{kind:?}: {o:#?}");
+            assert_eq!(o.answer.as_deref(), Some("probe"));
+        }
+    }
+    let udp = kernel_metrics(&env.sb);
+    assert_eq!(
+        metric(&udp, METRIC_SERVICE_NEW_FLOW),
+        metric(&before, METRIC_SERVICE_NEW_FLOW),
+        "no UDP flow translated by tc"
+    );
+    assert!(ct_backends(&env.sb, 17, dns).is_empty());
+
+    // No endpoint: connect() itself fails with ECONNREFUSED (no SYN leaves).
+    let empty: SocketAddr = "10.96.0.99:80".parse().unwrap();
+    for o in probe(&env, ProbeKind::Http, empty, 3).await {
+        assert!(o.refused, "{o:#?}");
+    }
+    for o in probe(
+        &env,
+        ProbeKind::UdpConnected,
+        "10.96.0.99:53".parse().unwrap(),
+        1,
+    )
+    .await
+    {
+        assert!(o.refused, "connect() of UDP refused too: {o:#?}");
+    }
+    let refused = kernel_metrics(&env.sb);
+    assert_eq!(
+        metric(&refused, METRIC_SOCK_NO_BACKEND) - metric(&udp, METRIC_SOCK_NO_BACKEND),
+        4
+    );
+    assert_eq!(
+        metric(&refused, METRIC_REJECT_TCP_RST),
+        metric(&udp, METRIC_REJECT_TCP_RST),
+        "refused at the socket, not by a tc RST"
+    );
+
+    // The test's own threads are outside the pod cgroup: tc still serves them.
+    let spread = http_spread(&env.client.netns, vip, 4);
+    assert_eq!(spread.values().sum::<usize>(), 4);
+    let tc = kernel_metrics(&env.sb);
+    assert_eq!(
+        metric(&tc, METRIC_SERVICE_NEW_FLOW) - metric(&refused, METRIC_SERVICE_NEW_FLOW),
+        4
+    );
+
+    // A pod that opted out (a sidecar mesh must see the VIP on the wire):
+    // its process is in the cgroup, yet tc translates its connections.
+    let mut env = env;
+    let meshed = env.sb.add_pod("default", "meshed").await.expect("pod");
+    std::fs::write(
+        env.sb.manifests_dir().join("meshed.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: meshed\n  namespace: default\n  annotations:\n    sluice.io/socket-lb: \"false\"\nspec:\n  containers:\n  - name: c\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Status = env.api.get("/v1/status").await.unwrap();
+        if s.socket_lb.opted_out_pods == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "opt-out not applied: {:#?}",
+            s.socket_lb
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = kernel_metrics(&env.sb);
+    let out = env
+        .sb
+        .probe(&meshed, ProbeKind::Http, &[vip], 4, T)
+        .expect("probe");
+    for o in &out {
+        assert_eq!(o.error, None, "{o:#?}");
+        assert_eq!(o.peer, Some(vip), "{o:#?}");
+    }
+    let after = kernel_metrics(&env.sb);
+    assert_eq!(
+        metric(&after, METRIC_SOCK_XLATE),
+        metric(&before, METRIC_SOCK_XLATE)
+    );
+    assert_eq!(
+        metric(&after, METRIC_SERVICE_NEW_FLOW) - metric(&before, METRIC_SERVICE_NEW_FLOW),
+        4,
+        "opted-out pod translated per packet"
+    );
 }

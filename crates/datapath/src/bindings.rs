@@ -16,3 +16,5 @@ unsafe impl aya::Pod for ct_entry {}
 unsafe impl aya::Pod for sluice_event {}
 unsafe impl aya::Pod for sluice_traffic {}
 unsafe impl aya::Pod for sluice_config {}
+unsafe impl aya::Pod for sock_revnat_key {}
+unsafe impl aya::Pod for sock_revnat_entry {}

@@ -15,5 +15,5 @@ pub mod mapinfo;
 pub mod maps;
 
 pub use events::{EventReader, FlowEvent, ObsMaps};
-pub use loader::{AttachMode, Datapath, DatapathConfig, DatapathError};
-pub use maps::{LbMaps, MapsError};
+pub use loader::{AttachMode, Datapath, DatapathConfig, DatapathError, SockHook, SocketLbState};
+pub use maps::{LbMaps, MapsError, SockOptOutMap};

@@ -11,7 +11,10 @@
 use crate::bpffs;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions};
-use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun};
+use aya::programs::{
+    CgroupAttachMode, CgroupSockAddr, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+    TestRun,
+};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +22,7 @@ use std::time::Duration;
 static FROM_POD_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/from_pod.o"));
 static TO_POD_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/to_pod.o"));
 static NODEPORT_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nodeport.o"));
+static SOCK_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.o"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -101,6 +105,9 @@ pub struct DatapathConfig {
     pub node_name: String,
     pub ct_timeouts: CtTimeouts,
     pub map_sizes: MapSizes,
+    /// Load the socket-level LB programs (`bpf/sock.c`). Off: they are not
+    /// loaded, and [`Datapath::detach_sockets`] removes earlier attachments.
+    pub socket_lb: bool,
 }
 
 impl DatapathConfig {
@@ -110,6 +117,7 @@ impl DatapathConfig {
             node_name: node_name.into(),
             ct_timeouts: CtTimeouts::default(),
             map_sizes: MapSizes::default(),
+            socket_lb: true,
         }
     }
 
@@ -172,11 +180,63 @@ impl Program {
     }
 }
 
+/// The cgroup socket hooks of socket-level LB, one program each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SockHook {
+    Connect4,
+    SendMsg4,
+    RecvMsg4,
+    GetPeerName4,
+}
+
+impl SockHook {
+    pub const ALL: [SockHook; 4] = [
+        SockHook::Connect4,
+        SockHook::SendMsg4,
+        SockHook::RecvMsg4,
+        SockHook::GetPeerName4,
+    ];
+
+    /// The hook's name as the kernel and `sluice status` call it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SockHook::Connect4 => "connect4",
+            SockHook::SendMsg4 => "sendmsg4",
+            SockHook::RecvMsg4 => "recvmsg4",
+            SockHook::GetPeerName4 => "getpeername4",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            SockHook::Connect4 => "sluice_sock_connect4",
+            SockHook::SendMsg4 => "sluice_sock_sendmsg4",
+            SockHook::RecvMsg4 => "sluice_sock_recvmsg4",
+            SockHook::GetPeerName4 => "sluice_sock_getpeername4",
+        }
+    }
+}
+
+/// Where socket-level LB stands after [`Datapath::attach_sockets`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketLbState {
+    /// The cgroup v2 directory the hooks are attached to.
+    pub cgroup: Option<PathBuf>,
+    /// Hooks attached (pinned links).
+    pub attached: Vec<SockHook>,
+    /// Hooks that could not be loaded or attached, and why.
+    pub failed: Vec<(SockHook, String)>,
+}
+
 pub struct Datapath {
     pin_dir: PathBuf,
     from_pod: Ebpf,
     to_pod: Ebpf,
     nodeport: Ebpf,
+    /// The socket hooks' object, when socket LB is on and the object loaded.
+    sock: Option<Ebpf>,
+    /// Why socket hooks could not be loaded (object or per program).
+    sock_load_failures: Vec<(SockHook, String)>,
     mode: Option<AttachMode>,
 }
 
@@ -220,6 +280,48 @@ fn load_object(
     Ok(ebpf)
 }
 
+/// Loads `sock.o` and each of its programs. A program the kernel refuses
+/// (an older kernel without that hook) is reported, not fatal: the others
+/// still work and the tc path serves what they do not.
+fn load_sock_object(
+    cfg: &DatapathConfig,
+    pin_dir: &Path,
+) -> (Option<Ebpf>, Vec<(SockHook, String)>) {
+    let loaded = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .map_max_entries("sl_services", cfg.map_sizes.services)
+        .map_max_entries("sl_backends", cfg.map_sizes.backends)
+        .map_max_entries("sl_revnat", cfg.map_sizes.revnat)
+        .map_max_entries("sl_ct", cfg.map_sizes.ct)
+        .load(SOCK_OBJ);
+    let mut ebpf = match loaded {
+        Ok(e) => e,
+        Err(e) => {
+            let why = format!("cannot load sock.o: {}", chain(&e));
+            let failed = SockHook::ALL.iter().map(|h| (*h, why.clone())).collect();
+            return (None, failed);
+        }
+    };
+    let mut failed = Vec::new();
+    for hook in SockHook::ALL {
+        let r = ebpf
+            .program_mut(hook.program())
+            .ok_or_else(|| "missing from sock.o (build problem)".to_string())
+            .and_then(|p| {
+                let p: &mut CgroupSockAddr = p.try_into().map_err(|e| chain(&e))?;
+                p.load().map_err(|e| chain(&e))
+            });
+        if let Err(why) = r {
+            tracing::warn!(hook = hook.as_str(), error = %why, "socket hook not available");
+            failed.push((hook, why));
+        }
+    }
+    (Some(ebpf), failed)
+}
+
+/// The pin name prefix of socket hook links.
+const SOCK_PIN_PREFIX: &str = "sock:";
+
 impl Datapath {
     /// Loads the programs; maps are created and pinned, or reused if already
     /// pinned (after an agent restart, with everything they hold).
@@ -233,6 +335,11 @@ impl Datapath {
             path: pin_dir.clone(),
             source,
         })?;
+        let (sock, sock_load_failures) = if cfg.socket_lb {
+            load_sock_object(cfg, &pin_dir)
+        } else {
+            (None, Vec::new())
+        };
         Ok(Self {
             from_pod: load_object(
                 "from_pod.o",
@@ -249,6 +356,8 @@ impl Datapath {
                 cfg,
                 &pin_dir,
             )?,
+            sock,
+            sock_load_failures,
             pin_dir,
             mode: None,
         })
@@ -371,6 +480,116 @@ impl Datapath {
                 std::mem::forget(link);
                 self.mode = Some(AttachMode::Tc);
                 Ok(())
+            }
+        }
+    }
+
+    /// Attaches the socket hooks to the cgroup v2 directory `cgroup` (all
+    /// processes below it get socket-level LB) and pins the links under
+    /// `links/sock:<hook>:<cgroup inode>`.
+    ///
+    /// After an agent restart the pinned link of the same cgroup is replaced
+    /// by attaching the new program first and releasing the old link after
+    /// (multi-attach), so no connect() goes untranslated in between; a
+    /// connect() seen by both programs is translated once, as the second
+    /// one finds a backend address, not a frontend. Links for another
+    /// cgroup (the flag changed) are released. A hook that fails is
+    /// reported in the result; the others keep working.
+    pub fn attach_sockets(&mut self, cgroup: &Path) -> SocketLbState {
+        let mut state = SocketLbState {
+            cgroup: Some(cgroup.to_path_buf()),
+            attached: Vec::new(),
+            failed: self.sock_load_failures.clone(),
+        };
+        let fail_all = |state: &mut SocketLbState, why: String| {
+            for hook in SockHook::ALL {
+                if !state.failed.iter().any(|(h, _)| *h == hook) {
+                    state.failed.push((hook, why.clone()));
+                }
+            }
+        };
+        let dir = match std::fs::File::open(cgroup) {
+            Ok(f) => f,
+            Err(e) => {
+                fail_all(
+                    &mut state,
+                    format!("cannot open cgroup {}: {e}", cgroup.display()),
+                );
+                return state;
+            }
+        };
+        let ino = match dir.metadata() {
+            Ok(m) => std::os::unix::fs::MetadataExt::ino(&m),
+            Err(e) => {
+                fail_all(
+                    &mut state,
+                    format!("cannot stat cgroup {}: {e}", cgroup.display()),
+                );
+                return state;
+            }
+        };
+        let links = self.pin_dir.join("links");
+        let Some(ebpf) = self.sock.as_mut() else {
+            return state;
+        };
+        for hook in SockHook::ALL {
+            if state.failed.iter().any(|(h, _)| *h == hook) {
+                continue;
+            }
+            let pin = links.join(format!("{SOCK_PIN_PREFIX}{}:{ino}", hook.as_str()));
+            let tmp = links.join(format!("{SOCK_PIN_PREFIX}{}:{ino}:new", hook.as_str()));
+            let r = (|| -> Result<(), String> {
+                let prog: &mut CgroupSockAddr = ebpf
+                    .program_mut(hook.program())
+                    .ok_or("missing from sock.o")?
+                    .try_into()
+                    .map_err(|e: ProgramError| chain(&e))?;
+                // A cgroup *link* is always multi-attach (the kernel refuses
+                // flags on link_create: "Single" is the zero flag), so other
+                // cgroup programs keep running and the old link can be
+                // replaced without a gap.
+                let id = prog
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .map_err(|e| chain(&e))?;
+                let link = prog.take_link(id).map_err(|e| chain(&e))?;
+                let fd_link = FdLink::try_from(link).map_err(|e| chain(&e))?;
+                let _ = std::fs::remove_file(&tmp);
+                fd_link.pin(&tmp).map_err(|e| chain(&e))?;
+                // Releasing the old pin detaches the old program (no other
+                // reference holds its link); the rename is atomic.
+                let _ = std::fs::remove_file(&pin);
+                std::fs::rename(&tmp, &pin).map_err(|e| format!("cannot rename pin: {e}"))
+            })();
+            match r {
+                Ok(()) => state.attached.push(hook),
+                Err(why) => {
+                    tracing::warn!(hook = hook.as_str(), error = %why, "socket hook not attached");
+                    state.failed.push((hook, why));
+                }
+            }
+        }
+        // Links of another cgroup (an earlier --cgroup): release them.
+        let current = format!(":{ino}");
+        self.release_sock_pins(|name| !name.ends_with(&current));
+        state
+    }
+
+    /// Releases every socket hook link (socket LB switched off).
+    pub fn detach_sockets(&mut self) {
+        self.release_sock_pins(|_| true);
+    }
+
+    fn release_sock_pins(&self, pred: impl Fn(&str) -> bool) {
+        let Ok(entries) = std::fs::read_dir(self.pin_dir.join("links")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(SOCK_PIN_PREFIX) && pred(&name) {
+                tracing::info!(pin = %name, "releasing socket hook link");
+                if let Err(err) = std::fs::remove_file(e.path()) {
+                    tracing::warn!(pin = %name, error = %err, "cannot remove link pin");
+                }
             }
         }
     }

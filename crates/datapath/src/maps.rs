@@ -397,3 +397,47 @@ impl LbMaps {
         Ok(out)
     }
 }
+
+/// `sl_sock_optout`: network namespace cookies whose sockets skip socket-level
+/// LB (pods annotated `sluice.io/socket-lb: "false"`). Written by the agent's
+/// controller only; exists when the socket programs were loaded.
+pub struct SockOptOutMap {
+    map: HashMap<MapData, u64, u8>,
+}
+
+impl SockOptOutMap {
+    pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            map: typed!(pin_dir, crate::bindings::SLUICE_MAP_SOCK_OPTOUT),
+        })
+    }
+
+    pub fn insert(&mut self, netns_cookie: u64) -> Result<(), MapsError> {
+        self.map
+            .insert(netns_cookie, 1, 0)
+            .map_err(|source| MapsError::Write {
+                map: "sl_sock_optout",
+                op: "insert",
+                source: Box::new(source),
+            })
+    }
+
+    pub fn remove(&mut self, netns_cookie: u64) -> Result<(), MapsError> {
+        ignore_missing(self.map.remove(&netns_cookie)).map_err(|source| MapsError::Write {
+            map: "sl_sock_optout",
+            op: "delete",
+            source: Box::new(source),
+        })
+    }
+
+    /// Every cookie in the map (to drop stale ones after a restart).
+    pub fn cookies(&self) -> Result<Vec<u64>, MapsError> {
+        self.map
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| MapsError::Read {
+                map: "sl_sock_optout",
+                source: Box::new(source),
+            })
+    }
+}

@@ -14,6 +14,7 @@ mod cni;
 mod error;
 mod names;
 mod netns;
+mod probe;
 mod sandbox;
 mod spawn;
 pub mod state;
@@ -24,6 +25,7 @@ pub use client::{http_get, tcp_request, udp_request, RequestError};
 pub use error::{Result, TestbedError};
 pub use names::{is_run_id, PREFIX};
 pub use netns::{netns_path, run_in_netns, sysctl_in};
+pub use probe::{probe_in, run_probe, ProbeKind, ProbeOutcome};
 pub use sandbox::{
     Pod, Sandbox, SandboxOptions, WorkloadPorts, NODE_DEVICE, OUTSIDE_DEVICE, POD_IFNAME,
     SERVICE_CIDR,

@@ -325,6 +325,9 @@ impl Sandbox {
             .arg(self.state_dir.join("agent"))
             .arg("--device")
             .arg(NODE_DEVICE)
+            // Socket LB for the sandbox's pods only, never the machine's.
+            .arg("--cgroup")
+            .arg(&self.pods_cgroup)
             .args(&extra)
             .stdin(Stdio::null())
             .stdout(log)
@@ -530,6 +533,45 @@ impl Sandbox {
             Ok(Err(e)) => Err(not_ready(e.to_string())),
             Err(_) => Err(not_ready("no ready line within 10s".into())),
         }
+    }
+
+    /// Runs the probe client as a process inside `pod`'s netns and the pod
+    /// cgroup, so its sockets go through the cgroup socket hooks as a real
+    /// pod's would (blocking).
+    pub fn probe(
+        &self,
+        pod: &Pod,
+        kind: crate::ProbeKind,
+        targets: &[std::net::SocketAddr],
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<crate::ProbeOutcome>> {
+        self.live()?;
+        let bin = match &self.opts.sluice_bin {
+            Some(p) => p.clone(),
+            None => bins::find_binary("sluice")?,
+        };
+        crate::probe_in(
+            &bin,
+            &pod.netns,
+            Some(&self.pods_cgroup),
+            kind,
+            targets,
+            count,
+            timeout,
+        )
+    }
+
+    /// Runs `cmd` to completion inside `pod`'s netns and the pod cgroup (a
+    /// process of the pod, as far as the cgroup socket hooks can tell).
+    pub fn output_in_pod(&self, pod: &Pod, mut cmd: Command) -> Result<std::process::Output> {
+        self.live()?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        spawn_in(cmd, &pod.netns, Some(&self.pods_cgroup))?
+            .wait_with_output()
+            .map_err(io("cannot wait for a pod process"))
     }
 
     /// Removes everything; the errors say what could not be removed.

@@ -69,23 +69,26 @@ pub fn latencies(
     n: usize,
 ) -> anyhow::Result<Vec<Vec<Duration>>> {
     let targets = targets.to_vec();
-    let r = run_in_netns(netns, move || -> std::io::Result<Vec<Vec<Duration>>> {
-        // Warm caches (ARP, conntrack, code paths) before measuring.
-        for t in &targets {
-            for _ in 0..20.min(n) {
-                one_request(*t, Duration::from_secs(2))?;
-            }
-        }
-        let mut v = vec![Vec::with_capacity(n); targets.len()];
-        for _ in 0..n {
-            for (i, t) in targets.iter().enumerate() {
-                v[i].push(one_request(*t, Duration::from_secs(2))?.0);
-            }
-        }
-        Ok(v)
-    })?
-    .context("new connections")?;
+    let r = run_in_netns(netns, move || latencies_here(&targets, n))?.context("new connections")?;
     Ok(r)
+}
+
+/// [`latencies`] from wherever this thread is (the pod-process client of
+/// `sluice-socket` mode is already inside the pod).
+pub fn latencies_here(targets: &[SocketAddr], n: usize) -> std::io::Result<Vec<Vec<Duration>>> {
+    // Warm caches (ARP, conntrack, code paths) before measuring.
+    for t in targets {
+        for _ in 0..20.min(n) {
+            one_request(*t, Duration::from_secs(2))?;
+        }
+    }
+    let mut v = vec![Vec::with_capacity(n); targets.len()];
+    for _ in 0..n {
+        for (i, t) in targets.iter().enumerate() {
+            v[i].push(one_request(*t, Duration::from_secs(2))?.0);
+        }
+    }
+    Ok(v)
 }
 
 /// Connections per second to `target` with `clients` concurrent clients.
@@ -95,30 +98,63 @@ pub fn connections_per_second(
     clients: usize,
     run: Duration,
 ) -> anyhow::Result<f64> {
+    let ns = netns.to_path_buf();
+    run_in_netns(&ns, move || cps_here(target, clients, run))?
+}
+
+/// [`connections_per_second`] from this thread's namespace (new threads
+/// inherit it).
+pub fn cps_here(target: SocketAddr, clients: usize, run: Duration) -> anyhow::Result<f64> {
     let mut handles = Vec::new();
     for _ in 0..clients {
-        let ns = netns.to_path_buf();
         handles.push(std::thread::spawn(move || {
-            run_in_netns(&ns, move || {
-                let t0 = Instant::now();
-                let mut ok = 0u64;
-                while t0.elapsed() < run {
-                    if one_request(target, Duration::from_secs(2)).is_ok() {
-                        ok += 1;
-                    }
+            let t0 = Instant::now();
+            let mut ok = 0u64;
+            while t0.elapsed() < run {
+                if one_request(target, Duration::from_secs(2)).is_ok() {
+                    ok += 1;
                 }
-                (ok, t0.elapsed())
-            })
+            }
+            (ok, t0.elapsed())
         }));
     }
     let mut total = 0.0;
     for h in handles {
         let (ok, took) = h
             .join()
-            .map_err(|_| anyhow::anyhow!("a benchmark client thread panicked"))??;
+            .map_err(|_| anyhow::anyhow!("a benchmark client thread panicked"))?;
         total += ok as f64 / took.as_secs_f64();
     }
     Ok(total)
+}
+
+/// What the pod-process client prints (one JSON line).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PodClientReport {
+    /// Per target, new-connection latencies in nanoseconds.
+    pub latencies_ns: Vec<Vec<u64>>,
+    pub cps: f64,
+}
+
+/// `sluice workload bench-client`: latencies to `targets`, then
+/// connections/s to the last one, measured from this process.
+pub fn pod_client(
+    targets: &[SocketAddr],
+    samples: usize,
+    cps_run: Duration,
+) -> anyhow::Result<PodClientReport> {
+    let lat = latencies_here(targets, samples).context("new connections")?;
+    let cps = match targets.last() {
+        Some(t) if !cps_run.is_zero() => cps_here(*t, 2, cps_run)?,
+        _ => 0.0,
+    };
+    Ok(PodClientReport {
+        latencies_ns: lat
+            .into_iter()
+            .map(|v| v.into_iter().map(|d| d.as_nanos() as u64).collect())
+            .collect(),
+        cps,
+    })
 }
 
 /// Connect timeout of a probe. A SYN to a VIP nothing translates yet gets

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     sluice_only_sizes: Vec<usize>,
     /// Modes to run.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![Mode::Sluice, Mode::Iptables, Mode::Nftables])]
+    #[arg(long, value_delimiter = ',', default_values_t = vec![Mode::Sluice, Mode::SluiceSocket, Mode::Iptables, Mode::Nftables])]
     modes: Vec<Mode>,
     /// New-connection samples per target.
     #[arg(long, default_value_t = 1000)]
@@ -57,7 +57,12 @@ pub struct BenchArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Sluice's tc path: the client is threads outside the pod cgroup.
     Sluice,
+    /// Sluice's socket-level LB: the client is a process in the pod cgroup.
+    #[value(name = "sluice-socket")]
+    #[serde(rename = "sluice-socket")]
+    SluiceSocket,
     Iptables,
     Nftables,
 }
@@ -66,6 +71,7 @@ impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Mode::Sluice => "sluice",
+            Mode::SluiceSocket => "sluice-socket",
             Mode::Iptables => "iptables",
             Mode::Nftables => "nftables",
         })
@@ -166,8 +172,10 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
         }
     }
     for &n in &args.sluice_only_sizes {
-        if args.modes.contains(&Mode::Sluice) {
-            plan.push((Mode::Sluice, n));
+        for m in [Mode::Sluice, Mode::SluiceSocket] {
+            if args.modes.contains(&m) {
+                plan.push((m, n));
+            }
         }
     }
 
@@ -280,7 +288,14 @@ async fn measure(
     bar.set_message(format!("{mode} {n}: floor"));
     let floor = SocketAddr::from((eps[0], objects::TARGET_PORT));
     let ns = bed.client.netns.clone();
-    if let Some(v) = client::latencies(&ns, &[floor], args.samples)?.pop() {
+    let floor_v = if mode == Mode::SluiceSocket {
+        pod_client(bed, &[floor], args.samples, Duration::ZERO)?
+            .0
+            .pop()
+    } else {
+        client::latencies(&ns, &[floor], args.samples)?.pop()
+    };
+    if let Some(v) = floor_v {
         row.floor = Latency::of(v);
     }
 
@@ -288,7 +303,7 @@ async fn measure(
     bar.set_message(format!("{mode} {n}: full sync"));
     let t0 = Instant::now();
     let loaded = match mode {
-        Mode::Sluice => {
+        Mode::Sluice | Mode::SluiceSocket => {
             std::fs::write(bed.sb.manifests_dir().join("bench.yaml"), &text)?;
             Loaded::Sluice
         }
@@ -330,23 +345,22 @@ async fn measure(
 
     // New-connection latency: the pod IP (floor), first, middle, last Service.
     bar.set_message(format!("{mode} {n}: latency"));
-    let mut l = client::latencies(
-        &ns,
-        &[target(0), target(n / 2), target(n - 1)],
-        args.samples,
-    )?
-    .into_iter();
+    let targets = [target(0), target(n / 2), target(n - 1)];
+    let cps_run = Duration::from_secs(args.cps_seconds);
+    let (lat, cps) = if mode == Mode::SluiceSocket {
+        // Latencies and conn/s together: one pod process measures both.
+        pod_client(bed, &targets, args.samples, cps_run)?
+    } else {
+        let lat = client::latencies(&ns, &targets, args.samples)?;
+        bar.set_message(format!("{mode} {n}: connections/s"));
+        let cps = client::connections_per_second(&ns, target(n - 1), 2, cps_run)?;
+        (lat, cps)
+    };
+    let mut l = lat.into_iter();
     row.first = Latency::of(l.next().unwrap_or_default());
     row.middle = Latency::of(l.next().unwrap_or_default());
     row.last = Latency::of(l.next().unwrap_or_default());
-
-    bar.set_message(format!("{mode} {n}: connections/s"));
-    row.cps_last = client::connections_per_second(
-        &ns,
-        target(n - 1),
-        2,
-        Duration::from_secs(args.cps_seconds),
-    )?;
+    row.cps_last = cps;
 
     bar.set_message(format!("{mode} {n}: one change"));
     let mut loaded = loaded;
@@ -357,6 +371,53 @@ async fn measure(
 
     unload(bed, loaded, n).await?;
     Ok(row)
+}
+
+/// Runs the benchmark client as a process of the client pod (its netns and
+/// the pod cgroup, where the socket hooks are), as `sluice-socket` mode
+/// needs: latencies per target, and conn/s to the last target.
+fn pod_client(
+    bed: &Bed,
+    targets: &[SocketAddr],
+    samples: usize,
+    cps_run: Duration,
+) -> Result<(Vec<Vec<Duration>>, f64)> {
+    let exe = std::env::current_exe().context("cannot find the sluice binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["workload", "bench-client", "--samples"])
+        .arg(samples.to_string())
+        .arg("--cps-ms")
+        .arg(cps_run.as_millis().to_string());
+    for t in targets {
+        cmd.arg(t.to_string());
+    }
+    let out = bed.sb.output_in_pod(&bed.client, cmd)?;
+    if !out.status.success() {
+        bail!(
+            "pod client failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rep: client::PodClientReport = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "pod client printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let lat = rep
+        .latencies_ns
+        .into_iter()
+        .map(|v| v.into_iter().map(Duration::from_nanos).collect())
+        .collect();
+    Ok((lat, rep.cps))
+}
+
+/// `sluice workload bench-client`: runs inside the pod, prints one JSON line.
+pub fn pod_client_main(targets: &[SocketAddr], samples: usize, cps_ms: u64) -> Result<()> {
+    let rep = client::pod_client(targets, samples, Duration::from_millis(cps_ms))?;
+    println!("{}", serde_json::to_string(&rep)?);
+    Ok(())
 }
 
 /// Add a Service, move its endpoint to the other backend, delete it: each

@@ -30,7 +30,7 @@ fn mib(b: u64) -> String {
 /// The best baseline's value for a size (lower is better).
 fn best_baseline(rows: &[Row], n: usize, f: impl Fn(&Row) -> f64) -> Option<f64> {
     rows.iter()
-        .filter(|r| r.services == n && r.mode != "sluice" && !r.over_budget)
+        .filter(|r| r.services == n && !r.mode.starts_with("sluice") && !r.over_budget)
         .map(f)
         .fold(None, |acc, v| Some(acc.map_or(v, |a: f64| a.min(v))))
 }
@@ -57,7 +57,7 @@ pub fn print_table(rows: &[Row]) {
             ]);
             continue;
         }
-        let vs_base = if r.mode == "sluice" {
+        let vs_base = if r.mode.starts_with("sluice") {
             best_baseline(rows, r.services, |b| b.last.median_us)
                 .map(|b| format!("{:.2}×", r.last.median_us / b))
                 .unwrap_or_else(|| "-".into())
@@ -121,13 +121,13 @@ pub fn print_table(rows: &[Row]) {
                 us(r.change_delete.p99_us)
             ),
             r.objects_in_kernel.to_string(),
-            if r.mode == "sluice" {
+            if r.mode.starts_with("sluice") {
                 mib(r.bpf_map_bytes)
             } else {
                 "-".into()
             },
             format!("{:.1} MiB", r.slab_delta_bytes as f64 / (1024.0 * 1024.0)),
-            if r.mode == "sluice" {
+            if r.mode.starts_with("sluice") {
                 mib(r.agent_rss_bytes)
             } else {
                 "-".into()
@@ -226,6 +226,7 @@ fn plot(
         .map_err(draw)?;
     let colors = [
         (Mode::Sluice, BLUE),
+        (Mode::SluiceSocket, MAGENTA),
         (Mode::Iptables, RED),
         (Mode::Nftables, GREEN),
     ];

@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Socket-level load balancing (cgroup sock_addr hooks): the backend is
+ * chosen once, when a socket connects (or per datagram for unconnected UDP),
+ * by rewriting the address the application passed. Every packet after that
+ * is addressed to the backend pod itself, so the tc programs find no
+ * frontend and translate nothing: pod-to-Service costs what pod-to-pod does.
+ *
+ * What the application sees stays the Service: sl_sock_revnat remembers, per
+ * (socket, backend), the frontend it asked for, and getpeername() / the
+ * source address of UDP replies get it back.
+ */
+#ifndef SLUICE_LIB_SOCK_H
+#define SLUICE_LIB_SOCK_H
+
+#include "maps.h"
+#include "lb_select.h"
+#include "metrics.h"
+
+/* <errno.h> is libc's; this is the kernel's value for every architecture we build for. */
+#define SOCK_ECONNREFUSED 111
+
+/* LRU: a socket closed without us hearing of it simply ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sock_revnat_key);
+	__type(value, struct sock_revnat_entry);
+	__uint(max_entries, SLUICE_SOCK_REVNAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_sock_revnat SEC(".maps");
+
+/*
+ * Network namespace cookies of pods that opted out (annotation
+ * sluice.io/socket-lb: "false"): their traffic keeps the Service address on
+ * the wire and is translated per packet by tc, as a sidecar mesh needs.
+ * Written by the agent only.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, __u8);
+	__uint(max_entries, SLUICE_SOCK_OPTOUT_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_sock_optout SEC(".maps");
+
+enum sock_verdict {
+	SOCK_PASS = 0,	  /* not a Service (or opted out): leave the address alone */
+	SOCK_XLATED,	  /* address rewritten to a backend */
+	SOCK_REFUSED,	  /* a Service without endpoints: fail the call */
+};
+
+static __always_inline int sock_l4_proto(const struct bpf_sock_addr *ctx, __u8 *proto)
+{
+	if (ctx->protocol == IPPROTO_TCP || ctx->protocol == IPPROTO_UDP) {
+		*proto = ctx->protocol;
+		return 1;
+	}
+	return 0;
+}
+
+/**
+ * sock_forward() - give a connect()/sendmsg() to a ClusterIP a backend.
+ *
+ * Selection is lb_select_backend(), as on the tc path. NodePort frontends
+ * (0.0.0.0:port) are not matched: a socket addressing 0.0.0.0 means this
+ * host, and NodePort traffic from pods keeps the tc path.
+ */
+static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
+{
+	struct sock_revnat_key rkey = {};
+	struct sock_revnat_entry rval = {};
+	struct lb_service *svc;
+	struct lb_backend *backend;
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	__u32 backend_id = 0;
+	__u64 netns;
+	__u8 proto;
+
+	if (addr == 0 || !sock_l4_proto(ctx, &proto))
+		return SOCK_PASS;
+	svc = lb_lookup(addr, port, proto);
+	if (!svc)
+		return SOCK_PASS;
+	netns = bpf_get_netns_cookie(ctx);
+	if (bpf_map_lookup_elem(&sl_sock_optout, &netns))
+		return SOCK_PASS;
+	if (svc->count == 0) {
+		metric_inc(METRIC_SOCK_NO_BACKEND);
+		return SOCK_REFUSED;
+	}
+	backend = lb_select_backend(addr, port, proto, svc->count, &backend_id);
+	if (!backend) {
+		/* Inconsistent maps: leave it to tc, which counts and drops it. */
+		metric_inc(METRIC_DROP_INCONSISTENT_SLOT);
+		return SOCK_PASS;
+	}
+	rkey.cookie = bpf_get_socket_cookie(ctx);
+	rkey.address = backend->address;
+	rkey.port = backend->port;
+	rval.address = addr;
+	rval.port = port;
+	rval.rev_nat_id = svc->rev_nat_id;
+	rval.backend_id = backend_id;
+	/*
+	 * Failure only loses the VIP in getpeername()/recvmsg(): the
+	 * connection itself works, so it is not a reason to refuse it.
+	 */
+	bpf_map_update_elem(&sl_sock_revnat, &rkey, &rval, BPF_ANY);
+	ctx->user_ip4 = backend->address;
+	ctx->user_port = backend->port;
+	metric_inc(METRIC_SOCK_XLATE);
+	return SOCK_XLATED;
+}
+
+/**
+ * sock_reverse() - show the frontend instead of the backend a socket was
+ * given (getpeername(), source of a received UDP datagram).
+ */
+static __always_inline void sock_reverse(struct bpf_sock_addr *ctx)
+{
+	struct sock_revnat_key rkey = {};
+	struct sock_revnat_entry *rval;
+	__u8 proto;
+
+	if (!sock_l4_proto(ctx, &proto))
+		return;
+	rkey.cookie = bpf_get_socket_cookie(ctx);
+	rkey.address = ctx->user_ip4;
+	rkey.port = (__be16)ctx->user_port;
+	rval = bpf_map_lookup_elem(&sl_sock_revnat, &rkey);
+	if (!rval)
+		return;
+	ctx->user_ip4 = rval->address;
+	ctx->user_port = rval->port;
+	metric_inc(METRIC_SOCK_REVNAT);
+}
+
+/* sock_verdict_ret() - the hook's return value; a refusal fails the call with ECONNREFUSED. */
+static __always_inline int sock_verdict_ret(int verdict)
+{
+	if (verdict == SOCK_REFUSED) {
+		/* Return 0 alone would be EPERM; kube-proxy semantics is "refused". */
+		bpf_set_retval(-SOCK_ECONNREFUSED);
+		return 0;
+	}
+	return 1;
+}
+
+#endif /* SLUICE_LIB_SOCK_H */
