@@ -16,8 +16,8 @@ use sluice_api::{
 };
 use sluice_core::{parse_documents_with, plan_full, Change, Engine, FrontendKind, MapOp, Store};
 use sluice_core::{Kind, Object, ObjectRef};
-use sluice_datapath::{Datapath, SockHook, SockOptOutMap, SocketLbState};
-use std::collections::HashMap;
+use sluice_datapath::{Datapath, SockHook, SockOptOutMap, SockRevNatMap, SocketLbState};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -90,6 +90,9 @@ pub struct Controller {
     optout_map: Option<SockOptOutMap>,
     /// Opted-out endpoints written to `sl_sock_optout`: container id → netns cookie.
     optout: HashMap<String, u64>,
+    /// `sl_sock_revnat`, when the socket programs are loaded: tells which
+    /// Service a connected UDP socket reached its backend through.
+    revnat_map: Option<SockRevNatMap>,
 }
 
 /// Pod or Namespace annotation: `"false"` keeps the pod's Service traffic
@@ -173,6 +176,7 @@ impl Controller {
             socket_lb: SocketLbState::default(),
             optout_map: None,
             optout: HashMap::new(),
+            revnat_map: None,
         };
         if c.cfg.socket_lb {
             c.socket_lb = c.datapath.attach_sockets(&c.cfg.cgroup);
@@ -199,6 +203,13 @@ impl Controller {
                     c.optout_map = Some(m);
                 }
                 Err(e) => tracing::warn!(error = %e, "socket LB opt-out unavailable"),
+            }
+            match SockRevNatMap::open(c.datapath.pin_dir()) {
+                Ok(m) => c.revnat_map = Some(m),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "connected UDP sockets will not be reset when their backend leaves"
+                ),
             }
         }
         for dev in c.cfg.devices.clone() {
@@ -502,7 +513,15 @@ impl Controller {
                 }
             }
         });
-        match self.reconciler.apply(&ops) {
+        let udp_before = self.udp_pairs(&ops);
+        let result = self.reconciler.apply(&ops);
+        // What a write made unreachable (even a partly applied plan).
+        let udp_gone: BTreeSet<(SocketAddrV4, SocketAddrV4)> = udp_before
+            .difference(&self.udp_pairs(&ops))
+            .copied()
+            .collect();
+        self.reset_stale_udp(udp_gone);
+        match result {
             Ok(n) => {
                 self.dirty = false;
                 self.last_sync_unix = Some(now_unix());
@@ -516,6 +535,86 @@ impl Controller {
                 tracing::error!(error = %e, "map update incomplete; what was programmed stays, retrying");
             }
         }
+    }
+
+    /// (frontend, backend) pairs a connected UDP socket can hold through
+    /// socket LB, for the UDP frontends `ops` touch, as the maps hold them
+    /// now (active slots 1..=count). Only touched frontends: a change costs
+    /// what it writes, not what the node holds.
+    fn udp_pairs(&self, ops: &[MapOp]) -> BTreeSet<(SocketAddrV4, SocketAddrV4)> {
+        let mut out = BTreeSet::new();
+        if self.revnat_map.is_none() {
+            return out;
+        }
+        let applied = self.reconciler.applied();
+        let frontends: BTreeSet<sluice_core::Frontend> = ops
+            .iter()
+            .filter_map(|op| match op {
+                MapOp::UpsertSlot { frontend, .. }
+                | MapOp::DeleteSlot { frontend, .. }
+                | MapOp::UpsertMaster { frontend, .. }
+                | MapOp::DeleteMaster { frontend } => Some(*frontend),
+                _ => None,
+            })
+            .filter(|f| f.proto == sluice_core::Protocol::Udp)
+            .collect();
+        // A backend id's address can only go away with a DeleteBackend,
+        // which comes with the slot writes of every frontend that used it.
+        for fe in frontends {
+            let Some(master) = applied.masters.get(&fe) else {
+                continue;
+            };
+            for slot in 1..=master.count {
+                let Some(b) = applied
+                    .slots
+                    .get(&(fe, slot))
+                    .and_then(|id| applied.backends.get(id))
+                else {
+                    continue;
+                };
+                out.insert((
+                    SocketAddrV4::new(fe.ip, fe.port),
+                    SocketAddrV4::new(b.ip, b.port),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Destroys the pods' connected UDP sockets that socket LB gave a
+    /// backend which has now left that Service (`gone`: frontend, backend).
+    /// The application gets ECONNABORTED and its next connect() picks a
+    /// live backend. A socket that addressed the pod directly (no
+    /// `sl_sock_revnat` entry for it) or reached the backend through a
+    /// Service that still has it is left alone.
+    fn reset_stale_udp(&mut self, gone: BTreeSet<(SocketAddrV4, SocketAddrV4)>) {
+        let Some(revnat) = self.revnat_map.as_ref() else {
+            return;
+        };
+        if gone.is_empty() || self.registry.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let backends: BTreeSet<SocketAddrV4> = gone.iter().map(|(_, b)| *b).collect();
+        let netns: Vec<std::path::PathBuf> = self
+            .registry
+            .iter()
+            .map(|r| std::path::PathBuf::from(&r.netns))
+            .collect();
+        let out = crate::sockdiag::destroy_connected_udp(netns, backends, |cookie, peer| {
+            revnat
+                .frontend_of(cookie, peer)
+                .is_some_and(|fe| gone.contains(&(fe, peer)))
+        });
+        for e in &out.errors {
+            tracing::warn!(error = %e, "cannot reset connected UDP sockets in a pod");
+        }
+        tracing::info!(
+            backends_gone = gone.len(),
+            destroyed = out.destroyed,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "connected UDP sockets of removed backends reset"
+        );
     }
 
     fn register(&mut self, id: &str, reg: EndpointRegistration) -> Result<EndpointInfo, Failure> {

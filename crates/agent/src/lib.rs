@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod netns;
 pub mod persist;
 pub mod reconciler;
+pub mod sockdiag;
 pub mod source;
 
 use controller::{Command, Controller};

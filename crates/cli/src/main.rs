@@ -113,7 +113,7 @@ enum WorkloadCmd {
     },
     /// A client run inside a pod (its cgroup): one JSON line per attempt.
     Probe {
-        /// http, udp-connected, udp-unconnected or connect.
+        /// http, udp-connected, udp-unconnected, connect or udp-held.
         #[arg(long)]
         kind: String,
         /// Attempts per target.

@@ -1094,3 +1094,116 @@ async fn socket_lb_balances_at_connect_and_shows_the_service_address() {
         "opted-out pod translated per packet"
     );
 }
+
+/// The connected-UDP reset (stale-CoreDNS problem): a socket translated at
+/// connect() is connected to the backend pod itself; when that backend
+/// leaves the Service the agent destroys the socket (sock_diag
+/// SOCK_DESTROY), the application sees ECONNABORTED and its reconnect picks
+/// the remaining backend. Bound asserted: ≤ 2 s from the manifest write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_udp_socket_is_reset_when_its_backend_leaves() {
+    const DNS_ONLY: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: default}\nspec:\n  clusterIP: 10.96.0.53\n  selector: {app: dns}\n  ports:\n  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}\n";
+    const BOUND: Duration = Duration::from_secs(2);
+    let env = setup(2, DNS_ONLY).await;
+    let pods = env.sb.manifests_dir().join("pods.yaml");
+    std::fs::write(
+        &pods,
+        pods_yaml(&[("client", "client"), ("web-1", "dns"), ("web-2", "spare")]),
+    )
+    .unwrap();
+    let (ip1, ip2) = (env.web[0].ip, env.web[1].ip);
+    wait_services(&env.api, "dns backed by web-1 only", |l| {
+        l.iter()
+            .any(|s| s.service == "default/dns" && s.backends.len() == 1 && s.backends[0].ip == ip1)
+    })
+    .await;
+
+    // The resolver: one connected socket, a query every 50 ms, for ~6 s.
+    let vip: SocketAddr = "10.96.0.53:53".parse().unwrap();
+    let (bin, netns, cgroup) = (
+        sluice_bin(),
+        env.client.netns.clone(),
+        env.sb.cgroup_path().to_path_buf(),
+    );
+    let held = tokio::task::spawn_blocking(move || {
+        sluice_testbed::probe_in(
+            &bin,
+            &netns,
+            Some(&cgroup),
+            ProbeKind::UdpHeld,
+            &[vip],
+            110,
+            Duration::from_millis(200),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // web-1 leaves the Service (its label changes; the pod lives on and would
+    // keep answering the stale socket), web-2 joins.
+    let changed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::fs::write(
+        &pods,
+        pods_yaml(&[("client", "client"), ("web-1", "spare"), ("web-2", "dns")]),
+    )
+    .unwrap();
+    wait_services(&env.api, "dns backed by web-2 only", |l| {
+        l.iter()
+            .any(|s| s.service == "default/dns" && s.backends.len() == 1 && s.backends[0].ip == ip2)
+    })
+    .await;
+    let out = held.await.unwrap().expect("probe");
+    assert_eq!(out.len(), 110);
+
+    let web1 = SocketAddr::from((ip1, UDP));
+    let web2 = SocketAddr::from((ip2, UDP));
+    let before: Vec<_> = out
+        .iter()
+        .filter(|o| o.at_ms.unwrap() < changed_ms)
+        .collect();
+    assert!(before.len() >= 10, "{out:#?}");
+    assert!(before[0].fresh);
+    for o in &before {
+        assert_eq!(o.error, None, "{o:#?}");
+        assert_eq!(
+            o.peer,
+            Some(vip),
+            "the application sees the Service: {o:#?}"
+        );
+        assert_eq!(o.wire_peer, Some(web1), "connected to web-1: {o:#?}");
+        assert!(
+            std::ptr::eq(*o, before[0]) || !o.fresh,
+            "one socket held: {o:#?}"
+        );
+    }
+    let after: Vec<_> = out
+        .iter()
+        .filter(|o| o.at_ms.unwrap() >= changed_ms)
+        .collect();
+    let reset = after
+        .iter()
+        .position(|o| o.error.is_some())
+        .unwrap_or_else(|| panic!("the stale socket was never reset: {after:#?}"));
+    let err = after[reset];
+    assert!(err.aborted, "ECONNABORTED expected: {err:#?}");
+    let took = Duration::from_millis(err.at_ms.unwrap() - changed_ms);
+    assert!(took <= BOUND, "reset after {took:?} (bound {BOUND:?})");
+    eprintln!("connected UDP socket reset {took:?} after the manifest write");
+    // Until the reset the socket may still reach web-1 (alive, just not a
+    // backend any more); from the reconnect on it reaches web-2 only.
+    let rest = &after[reset + 1..];
+    assert!(rest.len() >= 10, "{out:#?}");
+    assert!(rest[0].fresh, "{:#?}", rest[0]);
+    for o in rest {
+        assert_eq!(o.error, None, "{o:#?}");
+        assert_eq!(o.peer, Some(vip), "{o:#?}");
+        assert_eq!(o.wire_peer, Some(web2), "reconnected to web-2: {o:#?}");
+    }
+    assert_eq!(
+        rest.iter().filter(|o| o.fresh).count(),
+        1,
+        "one reconnect, then the new socket is kept"
+    );
+}

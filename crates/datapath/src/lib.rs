@@ -16,4 +16,4 @@ pub mod maps;
 
 pub use events::{EventReader, FlowEvent, ObsMaps};
 pub use loader::{AttachMode, Datapath, DatapathConfig, DatapathError, SockHook, SocketLbState};
-pub use maps::{LbMaps, MapsError, SockOptOutMap};
+pub use maps::{LbMaps, MapsError, SockOptOutMap, SockRevNatMap};

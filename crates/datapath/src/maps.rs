@@ -9,7 +9,7 @@ use crate::bindings::{
     SLUICE_MAP_CT, SLUICE_MAP_METRICS, SLUICE_MAP_REVNAT, SLUICE_MAP_SERVICES,
 };
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -439,5 +439,34 @@ impl SockOptOutMap {
                 map: "sl_sock_optout",
                 source: Box::new(source),
             })
+    }
+}
+
+/// `sl_sock_revnat` (read-only here): which frontend a socket-LB-translated
+/// socket asked for, keyed by (socket cookie, backend). The agent uses it to
+/// tell a socket that reached a backend through a Service from one that
+/// addressed the pod directly. Exists when the socket programs were loaded.
+pub struct SockRevNatMap {
+    map: HashMap<MapData, crate::bindings::sock_revnat_key, crate::bindings::sock_revnat_entry>,
+}
+
+impl SockRevNatMap {
+    pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            map: typed!(pin_dir, crate::bindings::SLUICE_MAP_SOCK_REVNAT),
+        })
+    }
+
+    /// The frontend (address, port) socket `cookie` was given `backend`
+    /// for, if the socket layer translated it (and the LRU still holds it).
+    pub fn frontend_of(&self, cookie: u64, backend: SocketAddrV4) -> Option<SocketAddrV4> {
+        let key = crate::bindings::sock_revnat_key {
+            cookie,
+            address: be_ip(*backend.ip()),
+            port: backend.port().to_be(),
+            pad0: 0,
+        };
+        let v = self.map.get(&key, 0).ok()?;
+        Some(SocketAddrV4::new(ip_of(v.address), u16::from_be(v.port)))
     }
 }

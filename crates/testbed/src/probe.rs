@@ -25,7 +25,16 @@ pub enum ProbeKind {
     UdpUnconnected,
     /// TCP connect + close only, timed: the answer is the latency in ns.
     Connect,
+    /// One connected UDP socket held across all attempts (a resolver's):
+    /// send + recv every [`HELD_INTERVAL`]; a socket error (not a timeout)
+    /// drops the socket and the next attempt connects a new one. Each
+    /// outcome carries its time and the address the socket is really
+    /// connected to, so a test can see the socket follow its backend.
+    UdpHeld,
 }
+
+/// Pause between the attempts of [`ProbeKind::UdpHeld`].
+pub const HELD_INTERVAL: Duration = Duration::from_millis(50);
 
 impl ProbeKind {
     pub fn as_str(self) -> &'static str {
@@ -34,6 +43,7 @@ impl ProbeKind {
             ProbeKind::UdpConnected => "udp-connected",
             ProbeKind::UdpUnconnected => "udp-unconnected",
             ProbeKind::Connect => "connect",
+            ProbeKind::UdpHeld => "udp-held",
         }
     }
 
@@ -43,6 +53,7 @@ impl ProbeKind {
             ProbeKind::UdpConnected,
             ProbeKind::UdpUnconnected,
             ProbeKind::Connect,
+            ProbeKind::UdpHeld,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -62,6 +73,20 @@ pub struct ProbeOutcome {
     /// The call failed with ECONNREFUSED.
     #[serde(default)]
     pub refused: bool,
+    /// `udp-held`: the socket reported ECONNABORTED (destroyed by the agent).
+    #[serde(default)]
+    pub aborted: bool,
+    /// `udp-held`: wall-clock time of the attempt, ms since the Unix epoch.
+    #[serde(default)]
+    pub at_ms: Option<u64>,
+    /// `udp-held`: the attempt used a socket connected just before it.
+    #[serde(default)]
+    pub fresh: bool,
+    /// `udp-held`: the address the kernel socket is connected to (from
+    /// /proc/self/net/udp, which getpeername()'s socket hook does not
+    /// rewrite): the backend, where `peer` shows the Service.
+    #[serde(default)]
+    pub wire_peer: Option<SocketAddr>,
 }
 
 fn outcome(target: SocketAddr, r: std::io::Result<(SocketAddr, String)>) -> ProbeOutcome {
@@ -72,13 +97,21 @@ fn outcome(target: SocketAddr, r: std::io::Result<(SocketAddr, String)>) -> Prob
             answer: Some(answer),
             error: None,
             refused: false,
+            aborted: false,
+            at_ms: None,
+            fresh: false,
+            wire_peer: None,
         },
         Err(e) => ProbeOutcome {
             target,
             peer: None,
             answer: None,
             refused: e.kind() == ErrorKind::ConnectionRefused,
+            aborted: e.kind() == ErrorKind::ConnectionAborted,
             error: Some(e.to_string()),
+            at_ms: None,
+            fresh: false,
+            wire_peer: None,
         },
     }
 }
@@ -123,6 +156,87 @@ fn connect(target: SocketAddr, timeout: Duration) -> std::io::Result<(SocketAddr
     Ok((peer, ns.to_string()))
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The remote address of this process's UDP socket bound to `local`, as
+/// the kernel holds it (/proc/<self>/net/udp: hex, address in network
+/// byte order read as a host-order u32, port in host order).
+fn wire_peer(local: SocketAddr) -> Option<SocketAddr> {
+    let table = std::fs::read_to_string("/proc/self/net/udp").ok()?;
+    let hex_addr = |s: &str| -> Option<SocketAddr> {
+        let (ip, port) = s.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(SocketAddr::from((ip.to_ne_bytes(), port)))
+    };
+    table.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace().skip(1);
+        let (loc, rem) = (hex_addr(f.next()?)?, hex_addr(f.next()?)?);
+        (loc.port() == local.port()).then_some(rem)
+    })
+}
+
+/// `udp-held`: see [`ProbeKind::UdpHeld`].
+fn udp_held(target: SocketAddr, count: usize, timeout: Duration) -> Vec<ProbeOutcome> {
+    let connect = || -> std::io::Result<UdpSocket> {
+        let s = UdpSocket::bind(("0.0.0.0", 0))?;
+        s.set_read_timeout(Some(timeout))?;
+        s.connect(target)?;
+        Ok(s)
+    };
+    let mut sock: Option<UdpSocket> = None;
+    let mut out = Vec::with_capacity(count);
+    let mut buf = vec![0u8; 2048];
+    for i in 0..count {
+        if i > 0 {
+            std::thread::sleep(HELD_INTERVAL);
+        }
+        let at = now_ms();
+        let fresh = sock.is_none();
+        let r = (|| -> std::io::Result<(SocketAddr, String, Option<SocketAddr>)> {
+            if sock.is_none() {
+                sock = Some(connect()?);
+            }
+            let Some(s) = sock.as_ref() else {
+                return Err(std::io::Error::other("no socket"));
+            };
+            let wire = s.local_addr().ok().and_then(wire_peer);
+            // What a resolver sees first: an error the socket holds.
+            if let Some(e) = s.take_error()? {
+                return Err(e);
+            }
+            s.send(b"probe")?;
+            let n = s.recv(&mut buf)?;
+            Ok((
+                s.peer_addr()?,
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+                wire,
+            ))
+        })();
+        let timed_out =
+            matches!(&r, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
+        let wire = match &r {
+            Ok((_, _, w)) => *w,
+            Err(_) => None,
+        };
+        let mut o = outcome(target, r.map(|(p, a, _)| (p, a)));
+        o.at_ms = Some(at);
+        o.fresh = fresh;
+        o.wire_peer = wire;
+        if o.error.is_some() && !timed_out {
+            // Anything but a timeout ends this socket: connect again.
+            sock = None;
+        }
+        out.push(o);
+    }
+    out
+}
+
 /// Runs `count` attempts against each target in turn (round-robin),
 /// returning one outcome per attempt.
 pub fn run_probe(
@@ -131,6 +245,12 @@ pub fn run_probe(
     count: usize,
     timeout: Duration,
 ) -> Vec<ProbeOutcome> {
+    if kind == ProbeKind::UdpHeld {
+        return targets
+            .iter()
+            .flat_map(|&t| udp_held(t, count, timeout))
+            .collect();
+    }
     let mut out = Vec::with_capacity(count * targets.len());
     for _ in 0..count {
         for &t in targets {
@@ -139,6 +259,7 @@ pub fn run_probe(
                 ProbeKind::UdpConnected => udp(t, timeout, true),
                 ProbeKind::UdpUnconnected => udp(t, timeout, false),
                 ProbeKind::Connect => connect(t, timeout),
+                ProbeKind::UdpHeld => udp(t, timeout, true),
             };
             out.push(outcome(t, r));
         }

@@ -102,7 +102,12 @@ pub struct Row {
     /// Set when the mode could not finish within the budget.
     pub over_budget: bool,
     pub full_sync_ms: f64,
+    /// A pod IP, before anything is programmed ("no rules").
     pub floor: Latency,
+    /// The same pod IP sampled in the same round-robin loop as the Services,
+    /// with the mode's state loaded: the fair base for a ratio on a noisy
+    /// machine (for iptables it also pays the KUBE-SERVICES walk).
+    pub floor_loaded: Latency,
     pub first: Latency,
     pub middle: Latency,
     pub last: Latency,
@@ -345,7 +350,7 @@ async fn measure(
 
     // New-connection latency: the pod IP (floor), first, middle, last Service.
     bar.set_message(format!("{mode} {n}: latency"));
-    let targets = [target(0), target(n / 2), target(n - 1)];
+    let targets = [target(0), target(n / 2), target(n - 1), floor];
     let cps_run = Duration::from_secs(args.cps_seconds);
     let (lat, cps) = if mode == Mode::SluiceSocket {
         // Latencies and conn/s together: one pod process measures both.
@@ -360,6 +365,7 @@ async fn measure(
     row.first = Latency::of(l.next().unwrap_or_default());
     row.middle = Latency::of(l.next().unwrap_or_default());
     row.last = Latency::of(l.next().unwrap_or_default());
+    row.floor_loaded = Latency::of(l.next().unwrap_or_default());
     row.cps_last = cps;
 
     bar.set_message(format!("{mode} {n}: one change"));

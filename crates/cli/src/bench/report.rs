@@ -40,11 +40,13 @@ pub fn print_table(rows: &[Row]) {
     let mut t = table(&[
         "MODE",
         "SERVICES",
-        "FLOOR (pod IP)",
+        "FLOOR (pod IP, no rules)",
+        "POD IP (same loop)",
         "FIRST",
         "MIDDLE",
         "LAST",
         "LAST ÷ FLOOR",
+        "LAST ÷ POD IP (same loop)",
         "LAST ÷ BEST BASELINE",
         "CONN/S (LAST, 2 CLIENTS)",
     ]);
@@ -68,10 +70,19 @@ pub fn print_table(rows: &[Row]) {
             r.mode.clone(),
             r.services.to_string(),
             format!("{} / {}", us(r.floor.median_us), us(r.floor.p99_us)),
+            format!(
+                "{} / {}",
+                us(r.floor_loaded.median_us),
+                us(r.floor_loaded.p99_us)
+            ),
             format!("{} / {}", us(r.first.median_us), us(r.first.p99_us)),
             format!("{} / {}", us(r.middle.median_us), us(r.middle.p99_us)),
             format!("{} / {}", us(r.last.median_us), us(r.last.p99_us)),
             format!("{:.2}×", r.last.median_us / r.floor.median_us.max(1.0)),
+            format!(
+                "{:.2}×",
+                r.last.median_us / r.floor_loaded.median_us.max(1.0)
+            ),
             vs_base,
             format!("{:.0}", r.cps_last),
         ]);
@@ -160,7 +171,7 @@ pub fn plots(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>> {
         ),
         (
             "cps_last",
-            "connections per second to the last Service (2 clients)",
+            "connections per second to the last Service, 2 clients (conn/s)",
             |r| r.cps_last,
         ),
     ];
@@ -215,10 +226,11 @@ fn plot(
     chart
         .configure_mesh()
         .x_desc("Services")
+        // The unit is the last parenthesised part of the title.
         .y_desc(
             title
-                .split('(')
-                .nth(1)
+                .rsplit('(')
+                .next()
                 .map(|u| u.trim_end_matches(')'))
                 .unwrap_or(""),
         )
@@ -262,6 +274,7 @@ fn plot(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
