@@ -100,9 +100,10 @@ struct ct_key {
 };
 
 /* ct_entry.flags */
-#define CT_FLAG_SEEN_FIN (1 << 0)
-#define CT_FLAG_SEEN_RST (1 << 1)
+#define CT_FLAG_SEEN_FIN (1 << 0)	 /* FIN sent in this entry's direction */
+#define CT_FLAG_SEEN_RST (1 << 1)	 /* RST from either side */
 #define CT_FLAG_NODEPORT (1 << 2)
+#define CT_FLAG_SEEN_FIN_PEER (1 << 3) /* FIN sent in the other direction */
 
 struct ct_entry {
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */

@@ -32,17 +32,30 @@ static __always_inline void ct_key_from(struct ct_key *key, const struct packet 
 	key->pad0 = 0;
 }
 
+/*
+ * Closed: reset, or a FIN in both directions. One FIN is only a half-close:
+ * the other side may keep sending for hours (a client that shut down its
+ * write side and waits for a streamed answer), so it keeps the long timeout.
+ */
+static __always_inline int ct_closed(const struct ct_entry *e)
+{
+	return (e->flags & CT_FLAG_SEEN_RST) ||
+	       (e->flags & (CT_FLAG_SEEN_FIN | CT_FLAG_SEEN_FIN_PEER)) ==
+		       (CT_FLAG_SEEN_FIN | CT_FLAG_SEEN_FIN_PEER);
+}
+
 static __always_inline __u64 ct_timeout(const struct ct_entry *e, __u8 proto)
 {
 	if (proto != IPPROTO_TCP)
 		return ct_timeout_udp_ns;
-	if (e->flags & (CT_FLAG_SEEN_FIN | CT_FLAG_SEEN_RST))
+	if (ct_closed(e))
 		return ct_timeout_tcp_close_ns;
 	return ct_timeout_tcp_ns;
 }
 
 /**
- * ct_mark_peer_closing() - tell the other entry of a flow that it is closing.
+ * ct_mark_peer_closing() - tell the other entry of a flow what this side sent
+ * (@seen: CT_FLAG_SEEN_RST and/or CT_FLAG_SEEN_FIN_PEER).
  * @e: the entry @pkt hit, in direction @dir.
  *
  * A forward entry names the backend, a reply entry the frontend: with the
@@ -96,7 +109,7 @@ static __always_inline struct ct_entry *ct_lookup(const struct packet *pkt, __u8
 		return NULL;
 	if (pkt->proto == IPPROTO_TCP) {
 		__u8 f = pkt->tcp_flags;
-		__u8 closing = e->flags & (CT_FLAG_SEEN_FIN | CT_FLAG_SEEN_RST);
+		int closing = ct_closed(e);
 
 		/*
 		 * A closed flow's tuple being reused: a new SYN from the client,
@@ -113,13 +126,12 @@ static __always_inline struct ct_entry *ct_lookup(const struct packet *pkt, __u8
 			return NULL;
 		}
 		if (f & (TCPF_FIN | TCPF_RST)) {
-			__u8 seen = (f & TCPF_FIN ? CT_FLAG_SEEN_FIN : 0) |
-				    (f & TCPF_RST ? CT_FLAG_SEEN_RST : 0);
+			__u8 rst = f & TCPF_RST ? CT_FLAG_SEEN_RST : 0;
 
-			e->flags |= seen;
-			/* Either side closing closes the flow: a later SYN from the
-			 * client must find both entries closing. */
-			ct_mark_peer_closing(pkt, e, dir, seen);
+			e->flags |= rst | (f & TCPF_FIN ? CT_FLAG_SEEN_FIN : 0);
+			/* The other entry learns it too, so both agree when the
+			 * flow is closed and a later SYN from the client finds it. */
+			ct_mark_peer_closing(pkt, e, dir, rst | (f & TCPF_FIN ? CT_FLAG_SEEN_FIN_PEER : 0));
 		}
 	}
 	if (now - e->last_seen_ns > CT_REFRESH_NS)

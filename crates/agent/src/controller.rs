@@ -494,6 +494,19 @@ impl Controller {
     /// maps may differ from what the engine assumes (start-up, an earlier
     /// failed write) a full diff against the read-back mirror is used instead.
     pub fn sync(&mut self, ops: Vec<sluice_core::MapOp>) {
+        // Before the first sync after a start, the store knows only what it
+        // could read. A manifest that cannot be read yet (permissions during
+        // a deploy, a mount not ready) would make the full diff delete its
+        // Services from the pinned maps, which still serve them: hold the
+        // maps as they are until every file reads.
+        if self.dirty && self.last_sync_unix.is_none() && !self.file_errors.is_empty() {
+            let files: Vec<&String> = self.file_errors.keys().collect();
+            tracing::warn!(
+                ?files,
+                "unreadable manifests at start: keeping the maps as the last agent left them"
+            );
+            return;
+        }
         let ops = if self.dirty {
             plan_full(self.engine.desired(), self.reconciler.applied())
         } else {

@@ -1207,3 +1207,52 @@ async fn connected_udp_socket_is_reset_when_its_backend_leaves() {
         "one reconnect, then the new socket is kept"
     );
 }
+
+/// A manifest that cannot be read when the agent starts must not take its
+/// Services out of the pinned maps: they keep serving until it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_manifest_at_start_keeps_its_services_programmed() {
+    let mut env = setup(1, SERVICES).await;
+    let api = env.api.clone();
+    wait_services(&api, "web programmed", |l| {
+        backends_of(l, "default/web", 80) == 1
+    })
+    .await;
+    let vip = SocketAddr::from(([10, 96, 0, 10], 80));
+    env.sb.kill_agent().unwrap();
+    // Not UTF-8: the agent cannot read it (root ignores file permissions).
+    std::fs::write(
+        env.sb.manifests_dir().join("services.yaml"),
+        [0xff, 0xfe, 0x00],
+    )
+    .unwrap();
+    env.sb.restart_agent().await.unwrap();
+    let status: Status = api.get("/v1/status").await.unwrap();
+    assert!(
+        status.rejected.iter().any(|r| r.file == "services.yaml"),
+        "the unreadable file is reported: {:?}",
+        status.rejected
+    );
+    let seen = http_spread(&env.client.netns, vip, 5);
+    assert_eq!(
+        seen.get("default/web-1"),
+        Some(&5),
+        "still served: {seen:?}"
+    );
+    // Readable again: the agent syncs and keeps serving.
+    std::fs::write(env.sb.manifests_dir().join("services.yaml"), SERVICES).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Status = api.get("/v1/status").await.unwrap();
+        if s.last_sync_unix.is_some() && s.rejected.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sync after the file was fixed: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(http_spread(&env.client.netns, vip, 3).len(), 1);
+    env.sb.teardown().unwrap();
+}

@@ -14,7 +14,7 @@ use crate::bindings::{
     SLUICE_MAP_CONFIG, SLUICE_MAP_EVENTS, SLUICE_MAP_TRAFFIC,
 };
 use crate::maps::MapsError;
-use aya::maps::{Array, Map, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, MapError, PerCpuArray, RingBuf};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
@@ -171,19 +171,6 @@ impl FlowEvent {
     }
 }
 
-fn open_pinned(pin_dir: &Path, name: &[u8]) -> Result<Map, MapsError> {
-    let name = std::str::from_utf8(name.strip_suffix(b"\0").unwrap_or(name)).unwrap_or("?");
-    let path = pin_dir.join(name);
-    let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {
-        path: path.clone(),
-        source: Box::new(source),
-    })?;
-    Map::from_map_data(data).map_err(|source| MapsError::Open {
-        path,
-        source: Box::new(source),
-    })
-}
-
 fn open_err(pin_dir: &Path, name: &[u8]) -> impl FnOnce(MapError) -> MapsError {
     let path = pin_dir.join(String::from_utf8_lossy(name).trim_end_matches('\0'));
     move |source| MapsError::Open {
@@ -201,7 +188,7 @@ pub struct EventReader {
 
 impl EventReader {
     pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
-        let map = open_pinned(pin_dir, SLUICE_MAP_EVENTS)?;
+        let map = crate::maps::open_map(pin_dir, SLUICE_MAP_EVENTS)?;
         let ring = RingBuf::try_from(map).map_err(open_err(pin_dir, SLUICE_MAP_EVENTS))?;
         Ok(Self { ring })
     }
@@ -243,9 +230,9 @@ pub struct ObsMaps {
 
 impl ObsMaps {
     pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
-        let config = Array::try_from(open_pinned(pin_dir, SLUICE_MAP_CONFIG)?)
+        let config = Array::try_from(crate::maps::open_map(pin_dir, SLUICE_MAP_CONFIG)?)
             .map_err(open_err(pin_dir, SLUICE_MAP_CONFIG))?;
-        let traffic = PerCpuArray::try_from(open_pinned(pin_dir, SLUICE_MAP_TRAFFIC)?)
+        let traffic = PerCpuArray::try_from(crate::maps::open_map(pin_dir, SLUICE_MAP_TRAFFIC)?)
             .map_err(open_err(pin_dir, SLUICE_MAP_TRAFFIC))?;
         Ok(Self { config, traffic })
     }

@@ -143,7 +143,8 @@ pub struct LbMaps {
     metrics: PerCpuArray<MapData, u64>,
 }
 
-fn open_map(pin_dir: &Path, name: &[u8]) -> Result<Map, MapsError> {
+/// Opens the map pinned as `name` (a NUL-terminated header constant) in `pin_dir`.
+pub(crate) fn open_map(pin_dir: &Path, name: &[u8]) -> Result<Map, MapsError> {
     let name = std::str::from_utf8(name.strip_suffix(b"\0").unwrap_or(name)).unwrap_or("?");
     let path = pin_dir.join(name);
     let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {

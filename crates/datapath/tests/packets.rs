@@ -655,10 +655,13 @@ fn a_closed_flows_tuple_reused_for_a_direct_connection_is_not_translated() {
     assert_eq!(out, data, "later packets untouched too");
 }
 
-/// The backend closing (FIN) closes the client's side as well: a new SYN
-/// from the same client port picks a backend afresh.
+/// One FIN is a half-close: the flow stays open (long timeout) until the
+/// other side's FIN; then both entries know it is closed, and a new SYN from
+/// the same client port picks a backend afresh.
 #[test]
-fn a_flow_closed_by_the_backend_lets_a_new_syn_reselect() {
+fn a_flow_closed_by_both_fins_lets_a_new_syn_reselect() {
+    const FIN: u8 = 1;
+    const FIN_PEER: u8 = 8;
     let mut h = Harness::new();
     let f = fe(VIP, 80, TCP);
     h.service(f, 1, false, &[(1, BACKEND_A, 8080)]);
@@ -666,9 +669,27 @@ fn a_flow_closed_by_the_backend_lets_a_new_syn_reselect() {
         Program::FromPod,
         &tcp_syn((CLIENT, 45000), (VIP, 80), false),
     );
+    let fins = |h: &Harness, reply: bool| {
+        let rows = h.maps.ct_rows().unwrap();
+        rows.iter().find(|r| r.reply == reply).unwrap().flags & (FIN | FIN_PEER)
+    };
     h.run(
         Program::FromPod,
         &tcp_with((BACKEND_A, 8080), (CLIENT, 45000), "fin|ack"),
+    );
+    assert_eq!(
+        (fins(&h, true), fins(&h, false)),
+        (FIN, FIN_PEER),
+        "half-closed only"
+    );
+    h.run(
+        Program::FromPod,
+        &tcp_with((CLIENT, 45000), (VIP, 80), "fin|ack"),
+    );
+    assert_eq!(
+        (fins(&h, true), fins(&h, false)),
+        (FIN | FIN_PEER, FIN | FIN_PEER),
+        "closed"
     );
     // Backend A leaves the Service; B takes slot 1.
     h.maps

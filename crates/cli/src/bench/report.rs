@@ -35,6 +35,11 @@ fn best_baseline(rows: &[Row], n: usize, f: impl Fn(&Row) -> f64) -> Option<f64>
         .fold(None, |acc, v| Some(acc.map_or(v, |a: f64| a.min(v))))
 }
 
+/// A mode that ran out of time at this size: said so, not dropped.
+fn over_budget_row(r: &Row) -> Vec<String> {
+    vec![r.mode.clone(), r.services.to_string(), "> budget".into()]
+}
+
 pub fn print_table(rows: &[Row]) {
     println!("New-connection latency (connect + HTTP request + close, median / p99), client pod → Service:");
     let mut t = table(&[
@@ -52,11 +57,7 @@ pub fn print_table(rows: &[Row]) {
     ]);
     for r in rows {
         if r.over_budget {
-            t.add_row(vec![
-                r.mode.clone(),
-                r.services.to_string(),
-                "> budget".into(),
-            ]);
+            t.add_row(over_budget_row(r));
             continue;
         }
         let vs_base = if r.mode.starts_with("sluice") {
@@ -105,11 +106,7 @@ pub fn print_table(rows: &[Row]) {
     ]);
     for r in rows {
         if r.over_budget {
-            t.add_row(vec![
-                r.mode.clone(),
-                r.services.to_string(),
-                "> budget".into(),
-            ]);
+            t.add_row(over_budget_row(r));
             continue;
         }
         t.add_row(vec![
