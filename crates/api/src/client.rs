@@ -78,34 +78,12 @@ impl Client {
         path: &str,
         mut on_item: impl FnMut(T) -> bool,
     ) -> Result<(), ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    path: self.socket.clone(),
-                    source,
-                })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header("host", "sluice")
-            .body(Full::new(Bytes::new()))?;
-        let resp = sender.send_request(req).await?;
+        let resp = self.send(Method::GET, path, Vec::new()).await?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {
             let bytes = body.collect().await?.to_bytes();
-            let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
-                kind: "http".into(),
-                message: String::from_utf8_lossy(&bytes).into_owned(),
-            });
-            return Err(ClientError::Api {
-                status: status.as_u16(),
-                error,
-            });
+            return Err(api_error(status, &bytes));
         }
         let mut buf: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -135,6 +113,27 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
+        let payload = match body {
+            Some(b) => serde_json::to_vec(b)?,
+            None => Vec::new(),
+        };
+        let resp = self.send(method, path, payload).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            Ok(serde_json::from_slice(&bytes)?)
+        } else {
+            Err(api_error(status, &bytes))
+        }
+    }
+
+    /// One request on a fresh connection.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Vec<u8>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -146,31 +145,25 @@ impl Client {
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         // The connection task ends when the request is done and `sender` drops.
         tokio::spawn(conn);
-        let payload = match body {
-            Some(b) => serde_json::to_vec(b)?,
-            None => Vec::new(),
-        };
         let req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "sluice")
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(payload)))?;
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        if status.is_success() {
-            Ok(serde_json::from_slice(&bytes)?)
-        } else {
-            let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
-                kind: "http".into(),
-                message: String::from_utf8_lossy(&bytes).into_owned(),
-            });
-            Err(ClientError::Api {
-                status: status.as_u16(),
-                error,
-            })
-        }
+        Ok(sender.send_request(req).await?)
+    }
+}
+
+/// A non-2xx answer: the agent's [`ApiError`] body, or the raw text.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let error = serde_json::from_slice::<ApiError>(bytes).unwrap_or_else(|_| ApiError {
+        kind: "http".into(),
+        message: String::from_utf8_lossy(bytes).into_owned(),
+    });
+    ClientError::Api {
+        status: status.as_u16(),
+        error,
     }
 }
 

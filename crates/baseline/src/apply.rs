@@ -140,20 +140,7 @@ impl Baseline {
                 let t0 = Instant::now();
                 let filter = iptables::filter_chains(views);
                 let nat = iptables::all_nat_chains(views, &self.opts);
-                let text = iptables::restore_text(&[
-                    TableWrite {
-                        table: "filter",
-                        chains: filter.iter().collect(),
-                        delete: Vec::new(),
-                        jumps: true,
-                    },
-                    TableWrite {
-                        table: "nat",
-                        chains: nat.iter().collect(),
-                        delete: Vec::new(),
-                        jumps: true,
-                    },
-                ]);
+                let text = iptables::full_restore_text(&filter, &nat);
                 // Tracked first: whatever part of this lands, cleanup knows it.
                 for (table, chains) in [("filter", &filter), ("nat", &nat)] {
                     self.chains

@@ -272,7 +272,14 @@ pub fn render_iptables(views: &[ServicePortView], opts: &Options) -> String {
     let mut out = String::from(
         "# kube-proxy iptables mode, as rendered by sluice-baseline (load with iptables-restore)\n",
     );
-    out.push_str(&restore_text(&[
+    out.push_str(&full_restore_text(&filter, &nat));
+    out
+}
+
+/// `iptables-restore` input that replaces the filter and nat tables with
+/// `filter` and `nat` (jumps from the built-in chains included).
+pub(crate) fn full_restore_text(filter: &[Chain], nat: &[Chain]) -> String {
+    restore_text(&[
         TableWrite {
             table: "filter",
             chains: filter.iter().collect(),
@@ -285,8 +292,7 @@ pub fn render_iptables(views: &[ServicePortView], opts: &Options) -> String {
             delete: Vec::new(),
             jumps: true,
         },
-    ]));
-    out
+    ])
 }
 
 pub(crate) fn all_nat_chains(views: &[ServicePortView], opts: &Options) -> Vec<Chain> {
