@@ -4,6 +4,8 @@
  *  - replies from a backend pod get their Service address back (rev-NAT);
  *  - connections to a Service get a backend (DNAT), or a refusal when the
  *    Service has no endpoint.
+ *  - NetworkPolicy judges the flow on the tuple between the two pods: after
+ *    DNAT for requests, before rev-NAT for replies (lib/policy.h).
  * Every exit goes through obs_pass/obs_drop/obs_reject (lib/events.h), which
  * count the packet and emit its event when one is due.
  */
@@ -13,11 +15,12 @@
 #include "lib/events.h"
 #include "lib/lb.h"
 #include "lib/reject.h"
+#include "lib/policy.h"
 
 SEC("classifier")
 int sluice_from_pod(struct __sk_buff *skb)
 {
-	struct packet pkt;
+	struct packet pkt, wire;
 	struct obs_ctx obs;
 	__u32 ifindex = 0;
 	int verdict;
@@ -31,7 +34,12 @@ int sluice_from_pod(struct __sk_buff *skb)
 	metric_inc(METRIC_PACKETS_SEEN);
 	obs_init(&obs, skb, &pkt, SLUICE_OBS_FROM_POD);
 
+	/* A reply is on the wire between the pods before its rev-NAT. */
+	wire = pkt;
 	verdict = lb_reverse(skb, &pkt, &ifindex, &obs);
+	if ((verdict == LB_TRANSLATED || verdict == LB_REDIRECT) &&
+	    policy_check(&wire, &obs) == POLICY_DENY)
+		return obs_drop(&obs, &pkt);
 	if (verdict == LB_TRANSLATED)
 		return obs_pass(&obs, &pkt, TC_ACT_OK);
 	/* A NodePort reply: out of the device the request came in on, with
@@ -45,6 +53,10 @@ int sluice_from_pod(struct __sk_buff *skb)
 	if (verdict == LB_NO_BACKEND)
 		return obs_reject(&obs, &pkt, reject(skb, &pkt));
 	if (verdict == LB_DROP)
+		return obs_drop(&obs, &pkt);
+	/* After DNAT: the peer policy sees is the backend pod, as upstream
+	 * NetworkPolicy expects (ipBlock rules match pod IPs). */
+	if (policy_check(&pkt, &obs) == POLICY_DENY)
 		return obs_drop(&obs, &pkt);
 	return obs_pass(&obs, &pkt, TC_ACT_OK);
 }

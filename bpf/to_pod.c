@@ -4,12 +4,15 @@
  * Replies to the pod's Service connections whose backend is not a local pod
  * (the node itself, later remote nodes) are translated back here; replies from
  * local backend pods were already translated when they left those pods.
+ * The pod's ingress policy is checked here for flows that did not come from
+ * a local pod (those were judged, both sides at once, as they left it).
  */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
 #include "lib/lb.h"
+#include "lib/policy.h"
 
 SEC("classifier")
 int sluice_to_pod(struct __sk_buff *skb)
@@ -23,6 +26,8 @@ int sluice_to_pod(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	obs_init(&obs, skb, &pkt, SLUICE_OBS_TO_POD);
+	if (policy_check(&pkt, &obs) == POLICY_DENY)
+		return obs_drop(&obs, &pkt);
 	/* Replies delivered to a pod are never NodePort replies: no redirect. */
 	if (lb_reverse(skb, &pkt, &ifindex, &obs) == LB_DROP)
 		return obs_drop(&obs, &pkt);

@@ -27,6 +27,10 @@
 #define SLUICE_MAP_CONFIG "sl_config"
 #define SLUICE_MAP_SOCK_REVNAT "sl_sock_revnat"
 #define SLUICE_MAP_SOCK_OPTOUT "sl_sock_optout"
+#define SLUICE_MAP_IPCACHE "sl_ipcache"
+#define SLUICE_MAP_ENDPOINTS "sl_endpoints"
+#define SLUICE_MAP_POLICY "sl_policy"
+#define SLUICE_MAP_POLICY_CT "sl_pol_ct"
 
 /* Default capacities; the agent may override them at load time. */
 #define SLUICE_SERVICES_MAX 524288
@@ -37,9 +41,17 @@
 #define SLUICE_SOCK_REVNAT_MAX 262144
 /* Network namespaces (pods) that opted out of socket-level LB. */
 #define SLUICE_SOCK_OPTOUT_MAX 65536
+/* NetworkPolicy: prefixes (pods, nodes, policy CIDRs) → identity. */
+#define SLUICE_IPCACHE_MAX 524288
+/* Local pods (policy enforcement flags). */
+#define SLUICE_ENDPOINTS_MAX 65536
+/* Policy entries, all local endpoints together. */
+#define SLUICE_POLICY_MAX 1048576
+/* Flows a policy verdict was given for (LRU: the oldest go first). */
+#define SLUICE_POLICY_CT_MAX 262144
 /*
  * Ring buffer size in bytes (a power of two, a multiple of the page size).
- * One event takes 64 bytes plus an 8-byte record header: room for ~14500
+ * One event takes 72 bytes plus an 8-byte record header: room for ~13000
  * events between two reads of the agent.
  */
 #define SLUICE_EVENTS_BYTES (1 << 20)
@@ -146,7 +158,9 @@ enum sluice_metric {
 	METRIC_SOCK_XLATE = 13,		   /* socket LB: connect/sendmsg got a backend */
 	METRIC_SOCK_NO_BACKEND = 14,	   /* socket LB: refused (ECONNREFUSED) */
 	METRIC_SOCK_REVNAT = 15,	   /* socket LB: getpeername/recvmsg given the VIP back */
-	METRIC_MAX = 16,
+	METRIC_DROP_POLICY = 16,	   /* NetworkPolicy denied a new flow */
+	METRIC_POLICY_ALLOWED = 17,	   /* NetworkPolicy allowed a new flow (enforced endpoint) */
+	METRIC_MAX = 18,
 };
 
 /*
@@ -170,7 +184,7 @@ enum sluice_drop_reason {
 	SLUICE_REASON_REJECT_FAILED = 5,      /* the refusal packet could not be built */
 	SLUICE_REASON_NAT_FAILED = 6,	     /* a rewrite helper failed */
 	SLUICE_REASON_UNSUPPORTED_PROTOCOL = 7, /* a Service frontend we cannot translate */
-	SLUICE_REASON_POLICY_DENIED = 8,      /* reserved for NetworkPolicy (event rule_id) */
+	SLUICE_REASON_POLICY_DENIED = 8,      /* NetworkPolicy: denied by rule_id (0: default deny) */
 	SLUICE_REASON_MAX = 16,
 };
 
@@ -199,6 +213,8 @@ struct sluice_traffic {
 #define SLUICE_EVENT_F_REPLY (1 << 1)	 /* a reply translated back (rev-NAT) */
 #define SLUICE_EVENT_F_REPLIED (1 << 2)	 /* drop answered with TCP RST / ICMP unreachable */
 #define SLUICE_EVENT_F_NODEPORT (1 << 3) /* matched a NodePort frontend */
+/* Policy drops: the destination's ingress policy denied (else the source's egress). */
+#define SLUICE_EVENT_F_POLICY_INGRESS (1 << 4)
 
 /*
  * One ring buffer record. "orig" is the tuple as the packet arrived, "xlat"
@@ -225,16 +241,113 @@ struct sluice_event {
 	__be16 xlat_dport;
 	__u32 rev_nat_id; /* the Service frontend, 0 when none matched */
 	__u32 backend_id; /* 0 when no backend was chosen */
-	__u32 rule_id;	  /* policy rule that denied (reserved, 0) */
+	__u32 rule_id;	  /* policy drops: the deciding rule; 0 = default deny */
+	/* Identities of source and destination as policy saw them (after
+	 * Service translation); 0 when policy did not look at the packet. */
+	__u32 src_identity;
+	__u32 dst_identity;
 	__u32 pad1;
 };
 
 /* sluice_config.flags */
 #define SLUICE_CFG_TRACE_PACKETS (1 << 0) /* an event for every translated packet */
+#define SLUICE_CFG_POLICY (1 << 1)	  /* some local endpoint is policy-enforced */
 
 /* Run-time switches, written by the agent: entry 0 of the sl_config array. */
 struct sluice_config {
 	__u32 flags; /* SLUICE_CFG_* */
+	/*
+	 * Bumped by the agent after every policy change. A non-TCP flow whose
+	 * verdict was given under an older revision is judged again, so a
+	 * policy change reaches UDP "connections" at once.
+	 */
+	__u32 policy_revision;
+};
+
+/*
+ * NetworkPolicy (bpf/lib/policy.h).
+ *
+ * Reserved identities (numbers as in Cilium). Pod identities are >= 256,
+ * CIDR identities have bit 24 set. 0 in a policy key means "any peer".
+ */
+#define SLUICE_ID_ANY 0
+#define SLUICE_ID_HOST 1
+#define SLUICE_ID_WORLD 2
+#define SLUICE_ID_HEALTH 4
+#define SLUICE_ID_REMOTE_NODE 6
+
+/* sl_ipcache (LPM trie): prefix → identity. A miss means ID_WORLD. */
+struct ipcache_key {
+	__u32 prefixlen; /* bits of addr that must match */
+	__be32 addr;
+};
+
+struct ipcache_entry {
+	__u32 identity;
+	__u32 pad0;
+};
+
+/* endpoint_info.flags */
+#define EP_F_INGRESS_ENFORCED (1 << 0) /* selected by an ingress policy */
+#define EP_F_EGRESS_ENFORCED (1 << 1)  /* selected by an egress policy */
+
+/* sl_endpoints: local pod IP → its identity and what is enforced. */
+struct endpoint_info {
+	__u32 identity;
+	__u32 flags; /* EP_F_* */
+};
+
+/* policy_match.direction */
+#define POLICY_INGRESS 0
+#define POLICY_EGRESS 1
+
+/*
+ * sl_policy (LPM trie). The key bits, in order: endpoint, peer identity,
+ * direction (72 bits always matched), then protocol (8) and destination port
+ * (16) as far as the entry's prefix goes: 72 = any protocol, 80 = every port
+ * of one protocol, 80 + n = a port block (endPort ranges become aligned
+ * blocks). The datapath looks up the peer's identity and SLUICE_ID_ANY; a
+ * deny from either wins, then an allow; nothing found = default deny.
+ */
+struct policy_match {
+	__be32 endpoint; /* local pod IP */
+	__u32 identity;	 /* peer identity (host order; always fully matched) */
+	__u8 direction;	 /* POLICY_INGRESS / POLICY_EGRESS */
+	__u8 proto;
+	__be16 dport;
+};
+
+struct policy_key {
+	__u32 prefixlen;
+	struct policy_match m;
+};
+
+#define POLICY_PREFIX_FIXED 72
+#define POLICY_PREFIX_FULL 96
+
+struct policy_entry {
+	__u32 rule_id; /* the agent's id of the rule that produced the entry */
+	__u8 deny;     /* 1: a deny rule (CiliumNetworkPolicy ingressDeny/egressDeny) */
+	__u8 pad0[3];
+};
+
+/*
+ * sl_pol_ct: flows whose policy verdict was "allowed", keyed by the tuple on
+ * the wire between the two endpoints (after Service translation), as the
+ * initiator sent it. Replies match it with the tuple reversed.
+ */
+struct pol_ct_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad0[3];
+};
+
+struct pol_ct_entry {
+	__u64 last_seen_ns;
+	__u32 revision; /* sluice_config.policy_revision when judged */
 	__u32 pad0;
 };
 
@@ -269,8 +382,16 @@ _Static_assert(sizeof(struct lb_revnat) == 8, "lb_revnat layout");
 _Static_assert(sizeof(struct ct_key) == 16, "ct_key layout");
 _Static_assert(sizeof(struct ct_entry) == 40, "ct_entry layout");
 _Static_assert(sizeof(struct sluice_traffic) == 16, "sluice_traffic layout");
-_Static_assert(sizeof(struct sluice_event) == 64, "sluice_event layout");
+_Static_assert(sizeof(struct sluice_event) == 72, "sluice_event layout");
 _Static_assert(sizeof(struct sluice_config) == 8, "sluice_config layout");
+_Static_assert(sizeof(struct ipcache_key) == 8, "ipcache_key layout");
+_Static_assert(sizeof(struct ipcache_entry) == 8, "ipcache_entry layout");
+_Static_assert(sizeof(struct endpoint_info) == 8, "endpoint_info layout");
+_Static_assert(sizeof(struct policy_match) == 12, "policy_match layout");
+_Static_assert(sizeof(struct policy_key) == 16, "policy_key layout");
+_Static_assert(sizeof(struct policy_entry) == 8, "policy_entry layout");
+_Static_assert(sizeof(struct pol_ct_key) == 16, "pol_ct_key layout");
+_Static_assert(sizeof(struct pol_ct_entry) == 16, "pol_ct_entry layout");
 #endif
 
 #endif /* SLUICE_MAPS_H */

@@ -64,7 +64,7 @@ enum parse_result {
 };
 
 /**
- * parse_packet() - read the IPv4/TCP/UDP headers of @skb into @pkt.
+ * parse_packet() - read the IPv4/TCP/UDP/SCTP headers of @skb into @pkt.
  *
  * Non-first fragments carry no ports; they are reported as PARSE_NO_PORTS and
  * pass untranslated (Sluice does not reassemble).
@@ -99,13 +99,15 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pk
 	if (ip->frag_off & bpf_htons(IP_OFFSET_MASK))
 		return PARSE_NO_PORTS;
 
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
+	    ip->protocol != IPPROTO_SCTP)
 		return PARSE_NO_PORTS;
 
 	/*
-	 * One pointer and one bounds check for both protocols (ports sit at the
-	 * same offsets): checks on separate copies per branch get merged by the
-	 * compiler in ways the verifier cannot follow.
+	 * One pointer and one bounds check for all three protocols (ports sit
+	 * at the same offsets, and the 8 bytes checked are within every one of
+	 * their headers): checks on separate copies per branch get merged by
+	 * the compiler in ways the verifier cannot follow.
 	 */
 	{
 		__u8 *l4 = data + pkt->l4_off;

@@ -40,6 +40,7 @@ struct {
  * @flags: SLUICE_EVENT_F_* learnt on the way.
  * @reason: why the packet is dropped (enum sluice_drop_reason).
  * @translated: the packet was rewritten (a per-packet trace candidate).
+ * @rule_id/@src_identity/@dst_identity: what policy decided with (lib/policy.h).
  */
 struct obs_ctx {
 	__be32 orig_saddr;
@@ -50,6 +51,9 @@ struct obs_ctx {
 	__u32 len;
 	__u32 rev_nat_id;
 	__u32 backend_id;
+	__u32 rule_id;
+	__u32 src_identity;
+	__u32 dst_identity;
 	__u8 point;
 	__u8 flags;
 	__u8 reason;
@@ -67,6 +71,9 @@ static __always_inline void obs_init(struct obs_ctx *obs, const struct __sk_buff
 	obs->len = skb->len;
 	obs->rev_nat_id = 0;
 	obs->backend_id = 0;
+	obs->rule_id = 0;
+	obs->src_identity = 0;
+	obs->dst_identity = 0;
 	obs->point = point;
 	obs->flags = 0;
 	obs->reason = SLUICE_REASON_NONE;
@@ -117,7 +124,9 @@ static __always_inline void event_emit(const struct obs_ctx *obs, const struct p
 	e->xlat_dport = pkt->dport;
 	e->rev_nat_id = obs->rev_nat_id;
 	e->backend_id = obs->backend_id;
-	e->rule_id = 0;
+	e->rule_id = obs->rule_id;
+	e->src_identity = obs->src_identity;
+	e->dst_identity = obs->dst_identity;
 	e->pad1 = 0;
 	/* Flags 0: the kernel wakes the reader only when it has caught up, so
 	 * a busy reader is not woken once per event. */

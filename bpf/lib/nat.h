@@ -31,6 +31,11 @@ static __always_inline __u64 l4_csum_flags(const struct packet *pkt)
  * nat_rewrite() - replace one endpoint (source or destination) of @pkt.
  * @is_dst: rewrite the destination (DNAT) when true, the source otherwise.
  *
+ * SCTP's CRC32c covers no IP pseudo-header, so an address rewrite needs no
+ * L4 checksum change; a port rewrite would need the CRC recomputed over the
+ * whole packet, which is not done: SCTP frontends whose port differs from
+ * the backend's fail here (the caller drops with NAT_FAILED).
+ *
  * Return: 0 on success, negative if a helper failed (the caller drops).
  */
 static __always_inline int nat_rewrite(struct __sk_buff *skb, struct packet *pkt, int is_dst,
@@ -45,11 +50,15 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct packet *pkt
 	__u64 flags = l4_csum_flags(pkt);
 	int ret;
 
+	if (pkt->proto == IPPROTO_SCTP && old_port != new_port)
+		return -1;
 	if (old_addr != new_addr) {
-		ret = bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
-					  flags | BPF_F_PSEUDO_HDR | sizeof(new_addr));
-		if (ret)
-			return ret;
+		if (pkt->proto != IPPROTO_SCTP) {
+			ret = bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
+						  flags | BPF_F_PSEUDO_HDR | sizeof(new_addr));
+			if (ret)
+				return ret;
+		}
 		ret = bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr));
 		if (ret)
 			return ret;

@@ -196,10 +196,8 @@ static __always_inline int reject(struct __sk_buff *skb, struct packet *pkt)
 
 	if (pkt->proto == IPPROTO_TCP)
 		ret = reject_tcp(skb, pkt);
-	else if (pkt->proto == IPPROTO_UDP)
+	else /* UDP, SCTP: what kube-proxy's REJECT sends for them */
 		ret = reject_icmp_port_unreach(skb, pkt);
-	else
-		ret = TC_ACT_SHOT;
 	if (ret == TC_ACT_SHOT)
 		metric_inc(METRIC_DROP_REJECT_FAILED);
 	return ret;

@@ -57,8 +57,10 @@ fn generate_bindings(header: &Path, out: &Path) {
     bindgen::Builder::default()
         .header(header.to_string_lossy())
         .clang_arg("-I/usr/include/x86_64-linux-gnu")
-        .allowlist_type("lb_.*|ct_.*|sluice_.*|sock_revnat_.*")
-        .allowlist_var("SLUICE_.*|LB_FLAG_.*|CT_.*")
+        .allowlist_type(
+            "lb_.*|ct_.*|sluice_.*|sock_revnat_.*|ipcache_.*|endpoint_info|policy_.*|pol_ct_.*",
+        )
+        .allowlist_var("SLUICE_.*|LB_FLAG_.*|CT_.*|EP_F_.*|POLICY_.*")
         .derive_default(true)
         .derive_debug(true)
         .derive_eq(true)

@@ -18,3 +18,9 @@ unsafe impl aya::Pod for sluice_traffic {}
 unsafe impl aya::Pod for sluice_config {}
 unsafe impl aya::Pod for sock_revnat_key {}
 unsafe impl aya::Pod for sock_revnat_entry {}
+unsafe impl aya::Pod for ipcache_entry {}
+unsafe impl aya::Pod for endpoint_info {}
+unsafe impl aya::Pod for policy_match {}
+unsafe impl aya::Pod for policy_entry {}
+unsafe impl aya::Pod for pol_ct_key {}
+unsafe impl aya::Pod for pol_ct_entry {}

@@ -10,8 +10,8 @@
 
 use crate::bindings::{
     sluice_config, sluice_drop_reason as reason, sluice_event, sluice_obs_point as point,
-    sluice_traffic, SLUICE_CFG_TRACE_PACKETS, SLUICE_EVENT_DROP, SLUICE_EVENT_TRACE,
-    SLUICE_MAP_CONFIG, SLUICE_MAP_EVENTS, SLUICE_MAP_TRAFFIC,
+    sluice_traffic, SLUICE_CFG_POLICY, SLUICE_CFG_TRACE_PACKETS, SLUICE_EVENT_DROP,
+    SLUICE_EVENT_TRACE, SLUICE_MAP_CONFIG, SLUICE_MAP_EVENTS, SLUICE_MAP_TRAFFIC,
 };
 use crate::maps::MapsError;
 use aya::maps::{Array, MapData, MapError, PerCpuArray, RingBuf};
@@ -20,7 +20,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 
 pub use crate::bindings::{
-    SLUICE_EVENT_F_NEW_FLOW, SLUICE_EVENT_F_NODEPORT, SLUICE_EVENT_F_REPLIED, SLUICE_EVENT_F_REPLY,
+    SLUICE_EVENT_F_NEW_FLOW, SLUICE_EVENT_F_NODEPORT, SLUICE_EVENT_F_POLICY_INGRESS,
+    SLUICE_EVENT_F_REPLIED, SLUICE_EVENT_F_REPLY,
 };
 
 /// Every drop reason code with its stable name (as in JSON and metrics labels).
@@ -117,6 +118,9 @@ pub struct FlowEvent {
     pub rev_nat_id: u32,
     pub backend_id: u32,
     pub rule_id: u32,
+    /// Identities policy judged the flow with (0 when it did not look).
+    pub src_identity: u32,
+    pub dst_identity: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -163,6 +167,8 @@ impl FlowEvent {
             rev_nat_id: e.rev_nat_id,
             backend_id: e.backend_id,
             rule_id: e.rule_id,
+            src_identity: e.src_identity,
+            dst_identity: e.dst_identity,
         })
     }
 
@@ -239,24 +245,53 @@ impl ObsMaps {
 
     /// Whether the programs emit an event for every translated packet.
     pub fn trace_packets(&self) -> Result<bool, MapsError> {
-        let c = self.config.get(&0, 0).map_err(|source| MapsError::Read {
-            map: "sl_config",
-            source: Box::new(source),
-        })?;
-        Ok(c.flags & SLUICE_CFG_TRACE_PACKETS != 0)
+        Ok(self.config()?.flags & SLUICE_CFG_TRACE_PACKETS != 0)
     }
 
-    /// Switches per-packet tracing; takes effect on the next packet.
-    pub fn set_trace_packets(&mut self, on: bool) -> Result<(), MapsError> {
-        let v = sluice_config {
-            flags: if on { SLUICE_CFG_TRACE_PACKETS } else { 0 },
-            pad0: 0,
-        };
+    fn config(&self) -> Result<sluice_config, MapsError> {
+        self.config.get(&0, 0).map_err(|source| MapsError::Read {
+            map: "sl_config",
+            source: Box::new(source),
+        })
+    }
+
+    fn set_config(&mut self, v: sluice_config) -> Result<(), MapsError> {
         self.config.set(0, v, 0).map_err(|source| MapsError::Write {
             map: "sl_config",
             op: "set",
             source: Box::new(source),
         })
+    }
+
+    /// Switches per-packet tracing; takes effect on the next packet.
+    /// The policy switches in the same entry are kept.
+    pub fn set_trace_packets(&mut self, on: bool) -> Result<(), MapsError> {
+        let mut v = self.config()?;
+        v.flags = if on {
+            v.flags | SLUICE_CFG_TRACE_PACKETS
+        } else {
+            v.flags & !SLUICE_CFG_TRACE_PACKETS
+        };
+        self.set_config(v)
+    }
+
+    /// Tells the programs whether any local endpoint is policy-enforced
+    /// (when none is, they skip policy entirely) and the policy revision
+    /// (flows judged under an older one are judged again).
+    pub fn set_policy(&mut self, active: bool, revision: u32) -> Result<(), MapsError> {
+        let mut v = self.config()?;
+        v.flags = if active {
+            v.flags | SLUICE_CFG_POLICY
+        } else {
+            v.flags & !SLUICE_CFG_POLICY
+        };
+        v.policy_revision = revision;
+        self.set_config(v)
+    }
+
+    /// The policy revision the programs hold (0 on a fresh node).
+    pub fn policy_revision(&self) -> Result<u32, MapsError> {
+        Ok(self.config()?.policy_revision)
     }
 
     /// Non-zero traffic counters.

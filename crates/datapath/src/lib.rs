@@ -13,7 +13,9 @@ pub mod events;
 pub mod loader;
 pub mod mapinfo;
 pub mod maps;
+pub mod policy_maps;
 
 pub use events::{EventReader, FlowEvent, ObsMaps};
 pub use loader::{AttachMode, Datapath, DatapathConfig, DatapathError, SockHook, SocketLbState};
 pub use maps::{LbMaps, MapsError, SockOptOutMap, SockRevNatMap};
+pub use policy_maps::{EndpointValue, IpcacheKey, PolicyMaps, PolicyMatch, PolicyValue};

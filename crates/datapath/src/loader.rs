@@ -83,6 +83,10 @@ pub struct MapSizes {
     pub backends: u32,
     pub revnat: u32,
     pub ct: u32,
+    /// NetworkPolicy: ipcache prefixes, policy entries, judged flows.
+    pub ipcache: u32,
+    pub policy: u32,
+    pub policy_ct: u32,
 }
 
 impl Default for MapSizes {
@@ -93,6 +97,9 @@ impl Default for MapSizes {
             backends: SLUICE_BACKENDS_MAX,
             revnat: SLUICE_REVNAT_MAX,
             ct: SLUICE_CT_MAX,
+            ipcache: SLUICE_IPCACHE_MAX,
+            policy: SLUICE_POLICY_MAX,
+            policy_ct: SLUICE_POLICY_CT_MAX,
         }
     }
 }
@@ -257,6 +264,9 @@ fn load_object(
         .map_max_entries("sl_backends", cfg.map_sizes.backends)
         .map_max_entries("sl_revnat", cfg.map_sizes.revnat)
         .map_max_entries("sl_ct", cfg.map_sizes.ct)
+        .map_max_entries("sl_ipcache", cfg.map_sizes.ipcache)
+        .map_max_entries("sl_policy", cfg.map_sizes.policy)
+        .map_max_entries("sl_pol_ct", cfg.map_sizes.policy_ct)
         .override_global("ct_timeout_tcp_ns", &tcp, true)
         .override_global("ct_timeout_tcp_close_ns", &tcp_close, true)
         .override_global("ct_timeout_udp_ns", &udp, true)

@@ -5,12 +5,15 @@
 
 use etherparse::{Icmpv4Header, Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use sluice_datapath::events::{
-    reason_code, EventKind, FlowEvent, SLUICE_EVENT_F_NEW_FLOW, SLUICE_EVENT_F_REPLIED,
-    SLUICE_EVENT_F_REPLY,
+    reason_code, EventKind, FlowEvent, SLUICE_EVENT_F_NEW_FLOW, SLUICE_EVENT_F_POLICY_INGRESS,
+    SLUICE_EVENT_F_REPLIED, SLUICE_EVENT_F_REPLY,
 };
 use sluice_datapath::loader::{pin_dir, Program};
 use sluice_datapath::maps::{BackendEntry, FrontendKey};
-use sluice_datapath::{Datapath, DatapathConfig, EventReader, LbMaps, ObsMaps};
+use sluice_datapath::{
+    Datapath, DatapathConfig, EndpointValue, EventReader, IpcacheKey, LbMaps, ObsMaps, PolicyMaps,
+    PolicyMatch, PolicyValue,
+};
 use std::net::Ipv4Addr;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
@@ -708,4 +711,319 @@ fn a_flow_closed_by_both_fins_lets_a_new_syn_reselect() {
         &tcp_syn((CLIENT, 45000), (VIP, 80), false),
     );
     assert_eq!(tuple_checked(&out).1, (BACKEND_B, 8080));
+}
+
+// ---------------------------------------------------------------- NetworkPolicy
+
+const ID_CLIENT: u32 = 300;
+const ID_BACKEND: u32 = 301;
+const ID_OTHER: u32 = 302;
+const OTHER_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 9);
+const INGRESS: u8 = 0;
+const EGRESS: u8 = 1;
+
+fn pm(
+    endpoint: Ipv4Addr,
+    identity: u32,
+    direction: u8,
+    proto: u8,
+    port: u16,
+    bits: u8,
+) -> PolicyMatch {
+    PolicyMatch {
+        endpoint,
+        identity,
+        direction,
+        proto,
+        port,
+        port_prefix_len: bits,
+    }
+}
+
+impl Harness {
+    /// Local pods CLIENT, BACKEND_A and OTHER_POD with their identities;
+    /// `enforced`: (pod, ingress, egress).
+    fn policy_world(&mut self, enforced: &[(Ipv4Addr, bool, bool)]) -> PolicyMaps {
+        let mut p = PolicyMaps::open(self.dp.pin_dir()).unwrap();
+        for (ip, id) in [
+            (CLIENT, ID_CLIENT),
+            (BACKEND_A, ID_BACKEND),
+            (OTHER_POD, ID_OTHER),
+        ] {
+            let (ingress, egress) = enforced
+                .iter()
+                .find(|(e, _, _)| *e == ip)
+                .map_or((false, false), |(_, i, e)| (*i, *e));
+            p.upsert_ipcache(
+                IpcacheKey {
+                    addr: ip,
+                    prefix_len: 32,
+                },
+                id,
+            )
+            .unwrap();
+            p.upsert_endpoint(
+                ip,
+                EndpointValue {
+                    identity: id,
+                    ingress_enforced: ingress,
+                    egress_enforced: egress,
+                },
+            )
+            .unwrap();
+        }
+        self.obs.set_policy(true, 1).unwrap();
+        p
+    }
+}
+
+#[test]
+fn ingress_policy_is_judged_after_service_translation() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 1, false, &[(1, BACKEND_A, 8080)]);
+    let mut p = h.policy_world(&[(BACKEND_A, true, false)]);
+    let allow = PolicyValue {
+        rule_id: 7,
+        deny: false,
+    };
+    p.upsert_policy(pm(BACKEND_A, ID_CLIENT, INGRESS, TCP, 8080, 16), allow)
+        .unwrap();
+
+    // The client's identity may reach the backend's port 8080 via the Service.
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 41000), (VIP, 80), false),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((CLIENT, 41000), (BACKEND_A, 8080)));
+    // Delivered to the backend: the same flow, not judged as a new one.
+    let (verdict, _) = h.run(Program::ToPod, &out);
+    assert_eq!(verdict, TC_ACT_OK);
+    // Its reply passes (stateful) although nothing allows backend → client.
+    let (verdict, _) = h.run(
+        Program::FromPod,
+        &tcp_with((BACKEND_A, 8080), (CLIENT, 41000), "syn|ack"),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    let ev = h.drain_events();
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.has_flag(SLUICE_EVENT_F_NEW_FLOW))
+            .count(),
+        1,
+        "one flow event: {ev:?}"
+    );
+
+    // Another pod has no rule: default deny, reported with the identities.
+    let (verdict, _) = h.run(
+        Program::FromPod,
+        &tcp_syn((OTHER_POD, 41001), (VIP, 80), false),
+    );
+    assert_eq!(verdict, TC_ACT_SHOT);
+    let ev = h.drain_events();
+    let e = ev
+        .iter()
+        .find(|e| e.kind == EventKind::Drop)
+        .expect("drop event");
+    assert_eq!(Some(e.reason), reason_code("policy_denied"));
+    assert_eq!(e.rule_id, 0, "default deny");
+    assert!(e.has_flag(SLUICE_EVENT_F_POLICY_INGRESS));
+    assert_eq!((e.src_identity, e.dst_identity), (ID_OTHER, ID_BACKEND));
+    assert_eq!(e.xlat_dst, sa(BACKEND_A, 8080), "after translation");
+
+    // The same client on another port of the backend: not allowed either.
+    let (verdict, _) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 41002), (BACKEND_A, 9090), false),
+    );
+    assert_eq!(verdict, TC_ACT_SHOT);
+}
+
+#[test]
+fn a_deny_beats_an_allow_and_port_blocks_match_ranges() {
+    let mut h = Harness::new();
+    let mut p = h.policy_world(&[(BACKEND_A, true, false)]);
+    // Any peer on TCP 80-81 (one /15 block), but CLIENT denied on 81.
+    p.upsert_policy(
+        pm(BACKEND_A, 0, INGRESS, TCP, 80, 15),
+        PolicyValue {
+            rule_id: 1,
+            deny: false,
+        },
+    )
+    .unwrap();
+    p.upsert_policy(
+        pm(BACKEND_A, ID_CLIENT, INGRESS, TCP, 81, 16),
+        PolicyValue {
+            rule_id: 2,
+            deny: true,
+        },
+    )
+    .unwrap();
+    let run = |h: &mut Harness, src: Ipv4Addr, sport: u16, port: u16| {
+        h.run(
+            Program::ToPod,
+            &tcp_syn((src, sport), (BACKEND_A, port), false),
+        )
+        .0
+    };
+    assert_eq!(run(&mut h, CLIENT, 42000, 80), TC_ACT_OK);
+    assert_eq!(run(&mut h, OTHER_POD, 42001, 81), TC_ACT_OK);
+    assert_eq!(run(&mut h, CLIENT, 42002, 81), TC_ACT_SHOT);
+    assert_eq!(
+        run(&mut h, OTHER_POD, 42003, 82),
+        TC_ACT_SHOT,
+        "outside the block"
+    );
+    let ev = h.drain_events();
+    let denied: Vec<u32> = ev
+        .iter()
+        .filter(|e| e.kind == EventKind::Drop)
+        .map(|e| e.rule_id)
+        .collect();
+    assert_eq!(denied, vec![2, 0], "the deny rule, then default deny");
+}
+
+#[test]
+fn egress_to_a_cidr_uses_the_ipcache_and_world_is_the_rest() {
+    let mut h = Harness::new();
+    let mut p = h.policy_world(&[(CLIENT, false, true)]);
+    const ID_CIDR: u32 = 1 << 24 | 5;
+    // 10.244.0.0/16 minus BACKEND_A (an except: its /32 keeps the pod identity).
+    p.upsert_ipcache(
+        IpcacheKey {
+            addr: Ipv4Addr::new(10, 244, 0, 0),
+            prefix_len: 16,
+        },
+        ID_CIDR,
+    )
+    .unwrap();
+    p.upsert_policy(
+        pm(CLIENT, ID_CIDR, EGRESS, 0, 0, 0),
+        PolicyValue {
+            rule_id: 3,
+            deny: false,
+        },
+    )
+    .unwrap();
+    let unknown_pod = Ipv4Addr::new(10, 244, 3, 3);
+    let (v, _) = h.run(
+        Program::FromPod,
+        &udp((CLIENT, 5000), (unknown_pod, 53), b"q"),
+    );
+    assert_eq!(v, TC_ACT_OK, "inside the CIDR");
+    let (v, _) = h.run(
+        Program::FromPod,
+        &udp((CLIENT, 5001), (BACKEND_A, 53), b"q"),
+    );
+    assert_eq!(v, TC_ACT_SHOT, "a pod identity, not the CIDR's");
+    let (v, _) = h.run(
+        Program::FromPod,
+        &udp((CLIENT, 5002), (Ipv4Addr::new(8, 8, 8, 8), 53), b"q"),
+    );
+    assert_eq!(v, TC_ACT_SHOT, "world");
+    let ev = h.drain_events();
+    let world = ev.iter().rfind(|e| e.kind == EventKind::Drop).unwrap();
+    assert_eq!(world.dst_identity, 2, "reserved identity world");
+}
+
+#[test]
+fn a_udp_flow_is_judged_again_after_a_policy_change() {
+    let mut h = Harness::new();
+    let mut p = h.policy_world(&[(BACKEND_A, true, false)]);
+    let key = pm(BACKEND_A, ID_CLIENT, INGRESS, UDP, 53, 16);
+    p.upsert_policy(
+        key,
+        PolicyValue {
+            rule_id: 4,
+            deny: false,
+        },
+    )
+    .unwrap();
+    let q = udp((CLIENT, 5300), (BACKEND_A, 53), b"q");
+    assert_eq!(h.run(Program::ToPod, &q).0, TC_ACT_OK);
+    // The reply passes, the flow's next packet too.
+    let (v, _) = h.run(
+        Program::FromPod,
+        &udp((BACKEND_A, 53), (CLIENT, 5300), b"a"),
+    );
+    assert_eq!(v, TC_ACT_OK);
+    p.delete_policy(key).unwrap();
+    assert_eq!(
+        h.run(Program::ToPod, &q).0,
+        TC_ACT_OK,
+        "same revision: established"
+    );
+    h.obs.set_policy(true, 2).unwrap();
+    assert_eq!(
+        h.run(Program::ToPod, &q).0,
+        TC_ACT_SHOT,
+        "new revision: judged again"
+    );
+    // Switched off node-wide: nothing is judged.
+    h.obs.set_policy(false, 3).unwrap();
+    assert_eq!(h.run(Program::ToPod, &q).0, TC_ACT_OK);
+}
+
+#[test]
+fn a_tcp_syn_is_always_judged_again() {
+    let mut h = Harness::new();
+    let mut p = h.policy_world(&[(BACKEND_A, true, false)]);
+    let key = pm(BACKEND_A, ID_CLIENT, INGRESS, TCP, 80, 16);
+    p.upsert_policy(
+        key,
+        PolicyValue {
+            rule_id: 5,
+            deny: false,
+        },
+    )
+    .unwrap();
+    let syn = tcp_syn((CLIENT, 43000), (BACKEND_A, 80), false);
+    assert_eq!(h.run(Program::ToPod, &syn).0, TC_ACT_OK);
+    p.delete_policy(key).unwrap();
+    let ack = tcp_ack((CLIENT, 43000), (BACKEND_A, 80), b"x");
+    assert_eq!(
+        h.run(Program::ToPod, &ack).0,
+        TC_ACT_OK,
+        "established TCP keeps going"
+    );
+    assert_eq!(
+        h.run(Program::ToPod, &syn).0,
+        TC_ACT_SHOT,
+        "a reused tuple's SYN is new"
+    );
+}
+
+#[test]
+fn sctp_is_translated_by_address_and_judged_by_policy() {
+    let mut h = Harness::new();
+    const SCTP: u8 = 132;
+    h.service(fe(VIP, 81, SCTP), 1, false, &[(1, BACKEND_A, 81)]);
+    // SCTP common header + an INIT chunk header; the CRC is not checked by
+    // the datapath and must come out unchanged (it covers no IP header).
+    let mut payload = vec![0xa0, 0x00, 0x00, 0x51, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef];
+    payload.extend_from_slice(&[
+        1, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0x10, 0, 0, 1, 0, 1, 0, 0, 0, 1,
+    ]);
+    let pkt = {
+        let b = PacketBuilder::ethernet2(POD_MAC, HOST_MAC).ipv4(CLIENT.octets(), VIP.octets(), 64);
+        let mut out = Vec::new();
+        b.write(&mut out, etherparse::IpNumber(SCTP), &payload)
+            .unwrap();
+        out
+    };
+    let (v, out) = h.run(Program::FromPod, &pkt);
+    assert_eq!(v, TC_ACT_OK);
+    let sliced = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = sliced.net else {
+        panic!("not IPv4")
+    };
+    let hdr = ip.header().to_header();
+    assert_eq!(hdr.header_checksum, hdr.calc_header_checksum());
+    assert_eq!(Ipv4Addr::from(hdr.destination), BACKEND_A);
+    assert_eq!(ip.payload().payload, &payload[..], "SCTP bytes untouched");
+
+    let _p = h.policy_world(&[(BACKEND_A, true, false)]);
+    let (v, _) = h.run(Program::FromPod, &pkt);
+    assert_eq!(v, TC_ACT_SHOT, "isolated for SCTP too");
 }

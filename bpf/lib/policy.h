@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * NetworkPolicy enforcement at the pod veths.
+ *
+ * The agent compiles policies into three tables (see sluice_maps.h):
+ * sl_ipcache (prefix → identity), sl_endpoints (local pod → identity and
+ * which directions are enforced) and sl_policy (per endpoint: peer identity,
+ * direction, protocol, port block → allow/deny with the rule's id). A verdict
+ * is given once per flow, on the tuple between the two pods after Service
+ * translation, for both sides at once: the source's egress and, when the
+ * destination is a local pod, its ingress. Allowed flows are remembered in
+ * sl_pol_ct so their later packets and their replies pass on one lookup.
+ * Cost per new flow: two endpoint lookups, up to two ipcache lookups and two
+ * policy lookups per enforced side, whatever the number of pods or rules.
+ */
+#ifndef SLUICE_LIB_POLICY_H
+#define SLUICE_LIB_POLICY_H
+
+#include "maps.h"
+#include "events.h"
+#include "conntrack.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_entry);
+	__uint(max_entries, SLUICE_IPCACHE_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, SLUICE_ENDPOINTS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct policy_key);
+	__type(value, struct policy_entry);
+	__uint(max_entries, SLUICE_POLICY_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct pol_ct_key);
+	__type(value, struct pol_ct_entry);
+	__uint(max_entries, SLUICE_POLICY_CT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_pol_ct SEC(".maps");
+
+enum policy_verdict {
+	POLICY_ALLOW = 0,
+	POLICY_DENY,
+};
+
+/* ipcache_identity() - the identity of @addr; no prefix holds it: world. */
+static __always_inline __u32 ipcache_identity(__be32 addr)
+{
+	struct ipcache_key k = { .prefixlen = 32, .addr = addr };
+	struct ipcache_entry *e = bpf_map_lookup_elem(&sl_ipcache, &k);
+
+	return e ? e->identity : SLUICE_ID_WORLD;
+}
+
+/**
+ * policy_decide() - the verdict of endpoint @ep's policy for a peer.
+ * @rule_id: set to the deciding rule (0 for default deny).
+ *
+ * Two longest-prefix lookups, one for the peer's identity and one for "any
+ * peer"; a deny from either wins (the compiler already turned allows that a
+ * deny of the same peer covers into denies, since LPM returns only the most
+ * specific entry).
+ */
+static __always_inline int policy_decide(__be32 ep, __u32 peer, __u8 dir, __u8 proto, __be16 dport,
+					 __u32 *rule_id)
+{
+	struct policy_key k = {
+		.prefixlen = POLICY_PREFIX_FULL,
+		.m = { .endpoint = ep, .identity = peer, .direction = dir, .proto = proto,
+		       .dport = dport },
+	};
+	struct policy_entry *exact, *any;
+
+	exact = bpf_map_lookup_elem(&sl_policy, &k);
+	k.m.identity = SLUICE_ID_ANY;
+	any = bpf_map_lookup_elem(&sl_policy, &k);
+	if (exact && exact->deny) {
+		*rule_id = exact->rule_id;
+		return POLICY_DENY;
+	}
+	if (any && any->deny) {
+		*rule_id = any->rule_id;
+		return POLICY_DENY;
+	}
+	if (exact) {
+		*rule_id = exact->rule_id;
+		return POLICY_ALLOW;
+	}
+	if (any) {
+		*rule_id = any->rule_id;
+		return POLICY_ALLOW;
+	}
+	*rule_id = 0;
+	return POLICY_DENY;
+}
+
+static __always_inline void pol_ct_key_of(struct pol_ct_key *k, const struct packet *pkt,
+					  int reversed)
+{
+	k->saddr = reversed ? pkt->daddr : pkt->saddr;
+	k->daddr = reversed ? pkt->saddr : pkt->daddr;
+	k->sport = reversed ? pkt->dport : pkt->sport;
+	k->dport = reversed ? pkt->sport : pkt->dport;
+	k->proto = pkt->proto;
+	k->pad0[0] = 0;
+	k->pad0[1] = 0;
+	k->pad0[2] = 0;
+}
+
+static __always_inline int pol_ct_fresh(struct pol_ct_entry *e, __u8 proto, __u64 now)
+{
+	__u64 timeout = proto == IPPROTO_TCP ? ct_timeout_tcp_ns : ct_timeout_udp_ns;
+
+	if (now - e->last_seen_ns > timeout)
+		return 0;
+	if (now - e->last_seen_ns > CT_REFRESH_NS)
+		e->last_seen_ns = now;
+	return 1;
+}
+
+/**
+ * policy_known_flow() - whether @pkt belongs to a flow already allowed.
+ *
+ * A TCP SYN always gets a fresh verdict: it opens a new connection, maybe on
+ * a reused tuple, and a policy change must apply to it at once. Other
+ * protocols have no connection start: their flows are judged again when
+ * the policy revision changed. A packet matching a flow reversed is its
+ * reply and passes: policies are stateful.
+ */
+static __always_inline int policy_known_flow(const struct packet *pkt, __u32 revision)
+{
+	struct pol_ct_key k;
+	struct pol_ct_entry *e;
+	__u64 now = bpf_ktime_get_ns();
+	int syn = pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
+
+	if (!syn) {
+		pol_ct_key_of(&k, pkt, 0);
+		e = bpf_map_lookup_elem(&sl_pol_ct, &k);
+		if (e && (pkt->proto == IPPROTO_TCP || e->revision == revision) &&
+		    pol_ct_fresh(e, pkt->proto, now))
+			return 1;
+	}
+	pol_ct_key_of(&k, pkt, 1);
+	e = bpf_map_lookup_elem(&sl_pol_ct, &k);
+	return e && pol_ct_fresh(e, pkt->proto, now);
+}
+
+/**
+ * policy_check() - judge @pkt (its tuple as on the wire between the pods).
+ * @obs: gets the identities, and on a denial the reason, the rule and
+ *       whether the destination's ingress (else the source's egress) denied.
+ *
+ * Return: POLICY_ALLOW or POLICY_DENY.
+ */
+static __always_inline int policy_check(const struct packet *pkt, struct obs_ctx *obs)
+{
+	__u32 zero = 0, rule_id = 0, src_id, dst_id;
+	struct sluice_config *cfg = bpf_map_lookup_elem(&sl_config, &zero);
+	struct endpoint_info *src_ep, *dst_ep;
+	struct pol_ct_entry entry = {};
+	struct pol_ct_key k;
+	int src_enforced, dst_enforced;
+
+	/* No endpoint on the node is selected by a policy: nothing to do. */
+	if (!cfg || !(cfg->flags & SLUICE_CFG_POLICY))
+		return POLICY_ALLOW;
+	src_ep = bpf_map_lookup_elem(&sl_endpoints, &pkt->saddr);
+	dst_ep = bpf_map_lookup_elem(&sl_endpoints, &pkt->daddr);
+	src_enforced = src_ep && (src_ep->flags & EP_F_EGRESS_ENFORCED);
+	dst_enforced = dst_ep && (dst_ep->flags & EP_F_INGRESS_ENFORCED);
+	if (!src_enforced && !dst_enforced)
+		return POLICY_ALLOW;
+	if (policy_known_flow(pkt, cfg->policy_revision))
+		return POLICY_ALLOW;
+
+	src_id = src_ep ? src_ep->identity : ipcache_identity(pkt->saddr);
+	dst_id = dst_ep ? dst_ep->identity : ipcache_identity(pkt->daddr);
+	obs->src_identity = src_id;
+	obs->dst_identity = dst_id;
+	if (src_enforced && policy_decide(pkt->saddr, dst_id, POLICY_EGRESS, pkt->proto, pkt->dport,
+					  &rule_id) == POLICY_DENY)
+		goto deny;
+	if (dst_enforced && policy_decide(pkt->daddr, src_id, POLICY_INGRESS, pkt->proto,
+					  pkt->dport, &rule_id) == POLICY_DENY) {
+		obs->flags |= SLUICE_EVENT_F_POLICY_INGRESS;
+		goto deny;
+	}
+
+	pol_ct_key_of(&k, pkt, 0);
+	entry.last_seen_ns = bpf_ktime_get_ns();
+	entry.revision = cfg->policy_revision;
+	/* LRU: an insert evicts the oldest flow rather than fail. If it fails
+	 * anyway the packet still passes: the next one is judged again. */
+	bpf_map_update_elem(&sl_pol_ct, &k, &entry, BPF_ANY);
+	metric_inc(METRIC_POLICY_ALLOWED);
+	/* One flow event per connection: a pod's flow to a local pod is judged
+	 * again on delivery (a SYN always is), which is not a new flow. */
+	if (obs->point != SLUICE_OBS_TO_POD || !src_ep)
+		obs->flags |= SLUICE_EVENT_F_NEW_FLOW;
+	return POLICY_ALLOW;
+
+deny:
+	metric_inc(METRIC_DROP_POLICY);
+	obs->reason = SLUICE_REASON_POLICY_DENIED;
+	obs->rule_id = rule_id;
+	return POLICY_DENY;
+}
+
+#endif /* SLUICE_LIB_POLICY_H */
