@@ -12,7 +12,8 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Serialize;
 use sluice_api::{
-    ApiError, EndpointRegistration, FlowQuery, IpamRelease, IpamRequest, TraceConfig,
+    ApiError, EndpointRegistration, FlowQuery, IpamRelease, IpamRequest, PolicyTraceRequest,
+    TraceConfig,
 };
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -181,6 +182,22 @@ pub fn router(tx: Tx, tel: Arc<Telemetry>) -> Router {
         .route(
             "/v1/endpoints",
             get(|State(tx): State<Tx>| async move { ask(&tx, Command::Endpoints).await }),
+        )
+        .route(
+            "/v1/identities",
+            get(|State(tx): State<Tx>| async move { ask(&tx, Command::Identities).await }),
+        )
+        .route(
+            "/v1/policy/endpoints",
+            get(|State(tx): State<Tx>| async move { ask(&tx, Command::PolicyEndpoints).await }),
+        )
+        .route(
+            "/v1/policy/trace",
+            post(
+                |State(tx): State<Tx>, Json(req): Json<PolicyTraceRequest>| async move {
+                    ask(&tx, |r| Command::PolicyTrace(req, r)).await
+                },
+            ),
         )
         .route(
             "/v1/ipam/allocate",

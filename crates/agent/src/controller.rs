@@ -7,12 +7,14 @@
 use crate::endpoints::{EndpointRecord, Registry};
 use crate::flows::{ServiceName, Telemetry};
 use crate::ipam::{Ipam, IpamError};
+use crate::policy::{LocalPod, PolicyPlane};
 use crate::reconciler::{read_applied, Reconciler};
 use crate::source::FileUpdate;
 use crate::AgentConfig;
 use sluice_api::{
-    BackendInfo, DatapathStatus, EndpointInfo, EndpointRegistration, EndpointState, IpamAllocation,
-    IpamRequest, RejectedObject, ServiceInfo, SocketHookFailure, SocketLbStatus, Status,
+    BackendInfo, DatapathStatus, EndpointInfo, EndpointPolicyView, EndpointRegistration,
+    EndpointState, IdentityView, IpamAllocation, IpamRequest, PolicyTraceRequest,
+    PolicyTraceResult, RejectedObject, ServiceInfo, SocketHookFailure, SocketLbStatus, Status,
 };
 use sluice_core::{parse_documents_with, plan_full, Change, Engine, FrontendKind, MapOp, Store};
 use sluice_core::{Kind, Object, ObjectRef};
@@ -57,6 +59,9 @@ pub enum Command {
     Endpoints(Reply<Vec<EndpointInfo>>),
     Services(Reply<Vec<ServiceInfo>>),
     Status(Reply<Status>),
+    Identities(Reply<Vec<IdentityView>>),
+    PolicyEndpoints(Reply<Vec<EndpointPolicyView>>),
+    PolicyTrace(PolicyTraceRequest, Reply<PolicyTraceResult>),
     /// Periodic: retry a sync that failed (e.g. a full map).
     Retry,
 }
@@ -93,6 +98,8 @@ pub struct Controller {
     /// `sl_sock_revnat`, when the socket programs are loaded: tells which
     /// Service a connected UDP socket reached its backend through.
     revnat_map: Option<SockRevNatMap>,
+    /// NetworkPolicy: compiler, maps, explain.
+    policy: PolicyPlane,
 }
 
 /// Pod or Namespace annotation: `"false"` keeps the pod's Service traffic
@@ -157,6 +164,11 @@ impl Controller {
             endpoints = registry.len(),
             "restored state from pinned maps and state dir"
         );
+        let policy = PolicyPlane::new(
+            datapath.pin_dir(),
+            crate::node_addrs::node_ipv4_addrs(),
+            &tel,
+        );
         let mut c = Self {
             cfg,
             store: Store::new(),
@@ -177,6 +189,7 @@ impl Controller {
             optout_map: None,
             optout: HashMap::new(),
             revnat_map: None,
+            policy,
         };
         if c.cfg.socket_lb {
             c.socket_lb = c.datapath.attach_sockets(&c.cfg.cgroup);
@@ -353,6 +366,19 @@ impl Controller {
             Command::Status(reply) => {
                 let _ = reply.send(Ok(self.status()));
             }
+            Command::Identities(reply) => {
+                let _ = reply.send(Ok(self.policy.identities()));
+            }
+            Command::PolicyEndpoints(reply) => {
+                let _ = reply.send(Ok(self.policy.endpoints()));
+            }
+            Command::PolicyTrace(req, reply) => {
+                let r = self
+                    .policy
+                    .trace(&req)
+                    .map_err(|m| Failure::new(400, "bad_request", m));
+                let _ = reply.send(r);
+            }
             Command::Retry => {
                 if self.dirty {
                     self.sync(Vec::new());
@@ -360,7 +386,31 @@ impl Controller {
             }
         }
         self.sync_optout();
+        self.sync_policy();
         self.refresh_telemetry();
+    }
+
+    fn local_pods(&self) -> Vec<LocalPod> {
+        self.registry
+            .iter()
+            .map(|r| LocalPod {
+                namespace: r.namespace.clone(),
+                name: r.pod.clone(),
+                ip: r.ip,
+            })
+            .collect()
+    }
+
+    /// Compiles and writes policy when something it depends on changed.
+    /// Held, like the Service maps, until the first sync after start: an
+    /// empty or partly read store would open every pod the last agent
+    /// isolated.
+    fn sync_policy(&mut self) {
+        if self.last_sync_unix.is_none() || !self.policy.is_dirty() {
+            return;
+        }
+        let local = self.local_pods();
+        self.policy.sync(&local, &self.tel);
     }
 
     /// Whether the pod (or its Namespace) opted out of socket-level LB.
@@ -467,6 +517,10 @@ impl Controller {
     }
 
     fn apply(&mut self, changes: Vec<Change>) {
+        let local = self.local_pods();
+        let store = &self.store;
+        self.policy
+            .observe(&changes, &local, |r| store.get(r).is_some());
         if changes.is_empty() && !self.dirty {
             return;
         }
@@ -652,10 +706,13 @@ impl Controller {
             .map_err(|e| Failure::new(500, "state", e.to_string()))?;
         self.endpoint_state.insert(id.to_string(), (state, None));
         self.pods_stale = true;
+        self.policy.mark_dirty();
         let changes = self
             .store
             .set_pod_ip(&rec.namespace, &rec.pod, Some(rec.ip));
         self.apply(changes);
+        // Before the CNI answers: the pod's first packet must meet its policy.
+        self.sync_policy();
         tracing::info!(pod = %format!("{}/{}", rec.namespace, rec.pod), ip = %rec.ip, ifname = %rec.host_ifname, "endpoint registered");
         Ok(rec.info(state, None))
     }
@@ -667,6 +724,7 @@ impl Controller {
             .map_err(|e| Failure::new(500, "state", e.to_string()))?;
         self.endpoint_state.remove(id);
         self.pods_stale = true;
+        self.policy.mark_dirty();
         if let Some(rec) = old {
             self.datapath.detach(&rec.host_ifname);
             let changes = self.store.set_pod_ip(&rec.namespace, &rec.pod, None);
@@ -769,6 +827,7 @@ impl Controller {
             kernel: self.tel.kernel.clone(),
             events: self.tel.event_status(),
             socket_lb: self.socket_lb_status(),
+            policy: self.policy.status(),
         }
     }
 

@@ -11,8 +11,8 @@
 use crate::metrics::AgentStats;
 use sluice_api::{EventStatus, Flow, FlowPeer, FlowService, KernelFeatures, Verdict};
 use sluice_datapath::events::{
-    point_name, reason_name, EventKind, FlowEvent, SLUICE_EVENT_F_NEW_FLOW, SLUICE_EVENT_F_REPLIED,
-    SLUICE_EVENT_F_REPLY,
+    point_name, reason_code, reason_name, EventKind, FlowEvent, SLUICE_EVENT_F_NEW_FLOW,
+    SLUICE_EVENT_F_POLICY_INGRESS, SLUICE_EVENT_F_REPLIED, SLUICE_EVENT_F_REPLY,
 };
 use sluice_datapath::{EventReader, MapsError, ObsMaps};
 use std::collections::{HashMap, VecDeque};
@@ -51,6 +51,8 @@ pub struct ServiceName {
 pub struct Names {
     pub pods: HashMap<Ipv4Addr, (String, String)>,
     pub services: HashMap<u32, ServiceName>,
+    /// Policy rules by the id the datapath reports (`x/allow-web ingress[0]`).
+    pub rules: HashMap<u32, String>,
     /// Frontends per Service name: its length is the number of Services.
     service_refs: HashMap<String, usize>,
 }
@@ -212,6 +214,25 @@ impl Telemetry {
             .unwrap_or(false)
     }
 
+    /// Tells the datapath whether policy is enforced anywhere on the node
+    /// and the revision of what it was given (see `sl_config`).
+    pub fn set_policy(&self, active: bool, revision: u32) -> Result<(), String> {
+        let mut guard = self.obs.lock().map_err(|_| "lock poisoned".to_string())?;
+        let maps = guard
+            .as_mut()
+            .ok_or_else(|| "the sl_config map is not available".to_string())?;
+        maps.set_policy(active, revision).map_err(|e| e.to_string())
+    }
+
+    /// The policy revision in the datapath (to continue from after a restart).
+    pub fn policy_revision(&self) -> u32 {
+        self.obs
+            .lock()
+            .ok()
+            .and_then(|o| o.as_ref().and_then(|m| m.policy_revision().ok()))
+            .unwrap_or(0)
+    }
+
     pub fn set_trace_per_packet(&self, on: bool) -> Result<(), String> {
         let mut guard = self.obs.lock().map_err(|_| "lock poisoned".to_string())?;
         let maps = guard
@@ -354,8 +375,29 @@ pub fn enrich(e: &FlowEvent, names: &Names, unix_offset_ns: i128) -> Flow {
         }),
         rev_nat_id: e.rev_nat_id,
         backend_id: e.backend_id,
-        policy_rule: None,
+        policy_rule: (dropped && Some(e.reason) == reason_code("policy_denied"))
+            .then(|| policy_rule_name(e, names)),
+        source_identity: (e.src_identity != 0).then_some(e.src_identity),
+        destination_identity: (e.dst_identity != 0).then_some(e.dst_identity),
     }
+}
+
+/// The rule behind a policy drop, by name; rule 0 is the default deny of a
+/// pod that policies select and no rule allows.
+fn policy_rule_name(e: &FlowEvent, names: &Names) -> String {
+    let side = if e.has_flag(SLUICE_EVENT_F_POLICY_INGRESS) {
+        "ingress"
+    } else {
+        "egress"
+    };
+    if e.rule_id == 0 {
+        return format!("default deny ({side})");
+    }
+    names
+        .rules
+        .get(&e.rule_id)
+        .cloned()
+        .unwrap_or_else(|| format!("rule {} ({side})", e.rule_id))
 }
 
 /// Starts the reader task. Must run inside the tokio runtime.

@@ -13,6 +13,9 @@
 //!   `follow=true` the response stays open and streams new flows
 //! - `GET    /v1/config/trace`                → [`TraceConfig`]
 //! - `PUT    /v1/config/trace`   [`TraceConfig`] → [`TraceConfig`]
+//! - `GET    /v1/identities`                  → `Vec<IdentityView>`
+//! - `GET    /v1/policy/endpoints`            → `Vec<EndpointPolicyView>` (local pods)
+//! - `POST   /v1/policy/trace`  [`PolicyTraceRequest`] → [`PolicyTraceResult`]
 //!
 //! Errors come back with a non-2xx status and an [`ApiError`] body.
 

@@ -138,6 +138,92 @@ pub struct Status {
     /// Socket-level load balancing (cgroup hooks).
     #[serde(default)]
     pub socket_lb: SocketLbStatus,
+    /// NetworkPolicy enforcement.
+    #[serde(default)]
+    pub policy: PolicyStatus,
+}
+
+/// NetworkPolicy at a glance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct PolicyStatus {
+    /// NetworkPolicy and CiliumNetworkPolicy objects in force.
+    pub policies: usize,
+    pub identities: usize,
+    /// Local endpoints selected by a policy in at least one direction.
+    pub enforced_endpoints: usize,
+    /// Entries in the policy map (all local endpoints).
+    pub entries: usize,
+    /// Bumped on every policy change the datapath received.
+    pub revision: u32,
+}
+
+/// `GET /v1/identities`: one security identity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdentityView {
+    pub id: u32,
+    /// `reserved`, `pod` or `cidr`.
+    pub kind: String,
+    /// Sorted `key=value` (namespace labels prefixed), or the CIDR.
+    pub labels: Vec<String>,
+    /// Local pods (`namespace/name`) that have this identity.
+    #[serde(default)]
+    pub pods: Vec<String>,
+}
+
+/// `GET /v1/policy/endpoints`: what one local pod enforces.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointPolicyView {
+    /// `namespace/name`.
+    pub pod: String,
+    pub ip: Ipv4Addr,
+    pub identity: u32,
+    pub ingress_enforced: bool,
+    pub egress_enforced: bool,
+    /// Policies (`Kind namespace/name`) that select the pod, per direction.
+    pub selected_by_ingress: Vec<String>,
+    pub selected_by_egress: Vec<String>,
+    pub entries: Vec<PolicyEntryView>,
+}
+
+/// One policy map entry of an endpoint, with the rule behind it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyEntryView {
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// Peer identity; 0 = any peer.
+    pub peer_identity: u32,
+    /// The peer identity's labels in short form (`any` for 0).
+    pub peer: String,
+    /// `TCP`, `UDP`, `SCTP` or `any`.
+    pub protocol: String,
+    /// `80`, `8000-8255`, or `all`.
+    pub ports: String,
+    /// `allow` or `deny`.
+    pub verdict: String,
+    pub rule_id: u32,
+    /// `namespace/policy ingress[0]`.
+    pub rule: String,
+}
+
+/// `POST /v1/policy/trace`: would a connection be allowed?
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyTraceRequest {
+    /// `namespace/pod` or an IPv4 address.
+    pub from: String,
+    /// `namespace/pod` or an IPv4 address.
+    pub to: String,
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyTraceResult {
+    pub allowed: bool,
+    /// The source's egress side, in words (`not selected: open`, `allowed by ...`).
+    pub egress: String,
+    /// The destination's ingress side, in words.
+    pub ingress: String,
 }
 
 /// Socket-level load balancing: whether it is on, where, and which hooks work.
@@ -329,9 +415,15 @@ pub struct Flow {
     pub rev_nat_id: u32,
     #[serde(default)]
     pub backend_id: u32,
-    /// The policy rule that denied (NetworkPolicy; not built yet).
+    /// Policy drops: the rule that denied (`x/deny-all ingressDeny[0]`), or
+    /// `default deny (ingress)` when the pod is selected and no rule allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_rule: Option<String>,
+    /// Identities policy judged the flow with (after Service translation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_identity: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_identity: Option<u32>,
 }
 
 /// Filters of `GET /v1/flows` (query parameters), as `sluice observe` takes them.

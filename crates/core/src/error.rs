@@ -7,7 +7,7 @@ pub enum ObjectError {
     /// The document is not YAML, or a field has the wrong shape.
     #[error("{0}")]
     Yaml(String),
-    #[error("kind: {0:?} is not supported (expected Namespace, Pod, Service or EndpointSlice)")]
+    #[error("kind: {0:?} is not supported (expected Namespace, Pod, Service, EndpointSlice, NetworkPolicy or CiliumNetworkPolicy)")]
     UnknownKind(String),
     /// A field failed validation; `path` is like `spec.ports[1].port`.
     #[error("{path}: {message}")]

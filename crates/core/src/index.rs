@@ -86,8 +86,11 @@ impl Objects {
                 self.services_selecting(p, affected);
                 self.pods.insert(k, p.clone());
             }
-            // Namespaces do not influence services (yet: policy will).
-            Change::Upsert(Object::Namespace(_)) => {}
+            // Namespaces and policies do not influence services; the
+            // policy engine consumes them.
+            Change::Upsert(
+                Object::Namespace(_) | Object::NetworkPolicy(_) | Object::CiliumNetworkPolicy(_),
+            ) => {}
             Change::Delete(r) => {
                 let k = key(&r.namespace, &r.name);
                 match r.kind {
@@ -105,7 +108,7 @@ impl Objects {
                             self.services_selecting(&old, affected);
                         }
                     }
-                    Kind::Namespace => {}
+                    Kind::Namespace | Kind::NetworkPolicy | Kind::CiliumNetworkPolicy => {}
                 }
             }
         }

@@ -4,6 +4,9 @@
 //! keeps the last good version of each object → an incremental compiler
 //! ([`compile::Engine`]) producing desired datapath tables → ordered map
 //! operations ([`plan`]) that the agent writes to the eBPF maps.
+//! NetworkPolicy and CiliumNetworkPolicy take a parallel path: the same
+//! changes feed [`policy::PolicyEngine`], which compiles identities, the
+//! ipcache and per-endpoint policy entries.
 
 pub mod config;
 pub mod error;
@@ -22,6 +25,7 @@ mod endpoints;
 pub mod ids;
 mod index;
 pub mod plan;
+pub mod policy;
 
 pub use compile::{
     BackendAddr, CompileError, DesiredService, DesiredState, Engine, Frontend, FrontendKind, Plan,
@@ -29,6 +33,7 @@ pub use compile::{
 pub use ids::{IdAllocator, IdError};
 pub use model::Change;
 pub use plan::{plan_full, AppliedState, MapOp, Master};
+pub use policy::{PolicyEngine, PolicyState};
 mod claims;
 pub mod store;
 pub use store::Store;

@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::policy::model::{CiliumNetworkPolicy, NetworkPolicy};
+
 /// L4 protocol of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Protocol {
@@ -65,6 +67,10 @@ pub enum Kind {
     Pod,
     Service,
     EndpointSlice,
+    /// `networking.k8s.io/v1`.
+    NetworkPolicy,
+    /// `cilium.io/v2`.
+    CiliumNetworkPolicy,
 }
 
 impl Kind {
@@ -74,7 +80,21 @@ impl Kind {
             "Pod" => Some(Kind::Pod),
             "Service" => Some(Kind::Service),
             "EndpointSlice" => Some(Kind::EndpointSlice),
+            "NetworkPolicy" => Some(Kind::NetworkPolicy),
+            "CiliumNetworkPolicy" => Some(Kind::CiliumNetworkPolicy),
             _ => None,
+        }
+    }
+
+    /// The only `apiVersion` accepted for this kind, where we check it:
+    /// other API groups reuse these kind names (Calico has its own
+    /// `NetworkPolicy`), and reading theirs as ours would enforce the
+    /// wrong thing.
+    pub fn api_version(self) -> Option<&'static str> {
+        match self {
+            Kind::NetworkPolicy => Some("networking.k8s.io/v1"),
+            Kind::CiliumNetworkPolicy => Some("cilium.io/v2"),
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::EndpointSlice => None,
         }
     }
 }
@@ -241,6 +261,8 @@ pub enum Object {
     Pod(Pod),
     Service(Service),
     EndpointSlice(EndpointSlice),
+    NetworkPolicy(NetworkPolicy),
+    CiliumNetworkPolicy(CiliumNetworkPolicy),
 }
 
 impl Object {
@@ -250,6 +272,8 @@ impl Object {
             Object::Pod(o) => &o.meta,
             Object::Service(o) => &o.meta,
             Object::EndpointSlice(o) => &o.meta,
+            Object::NetworkPolicy(o) => &o.meta,
+            Object::CiliumNetworkPolicy(o) => &o.meta,
         }
     }
 
@@ -259,6 +283,8 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Object::CiliumNetworkPolicy(_) => Kind::CiliumNetworkPolicy,
         }
     }
 

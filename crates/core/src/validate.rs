@@ -14,7 +14,7 @@ use crate::raw::{
 
 type Result<T> = std::result::Result<T, ObjectError>;
 
-fn meta(raw: RawMeta, namespaced: bool) -> Result<Meta> {
+pub(crate) fn meta(raw: RawMeta, namespaced: bool) -> Result<Meta> {
     let name = match raw.name {
         Some(n) if !n.is_empty() => n,
         _ => return Err(ObjectError::invalid("metadata.name", "is required")),
@@ -35,7 +35,7 @@ fn meta(raw: RawMeta, namespaced: bool) -> Result<Meta> {
     })
 }
 
-fn port(path: &str, value: Option<i64>) -> Result<u16> {
+pub(crate) fn port(path: &str, value: Option<i64>) -> Result<u16> {
     let v = value.ok_or_else(|| ObjectError::invalid(path, "is required"))?;
     match u16::try_from(v) {
         Ok(p) if p != 0 => Ok(p),
@@ -43,7 +43,7 @@ fn port(path: &str, value: Option<i64>) -> Result<u16> {
     }
 }
 
-fn protocol(path: &str, value: Option<&str>) -> Result<Protocol> {
+pub(crate) fn protocol(path: &str, value: Option<&str>) -> Result<Protocol> {
     match value {
         None => Ok(Protocol::Tcp),
         Some(s) => Protocol::parse_k8s(s).ok_or_else(|| {

@@ -68,7 +68,7 @@ fn one_bad_document_does_not_stop_the_others() {
     assert!(errs[0].starts_with("f.yaml: document 2: "), "{}", errs[0]);
     assert_eq!(
         errs[1],
-        "f.yaml: document 3: kind: \"Deployment\" is not supported (expected Namespace, Pod, Service or EndpointSlice)"
+        "f.yaml: document 3: kind: \"Deployment\" is not supported (expected Namespace, Pod, Service, EndpointSlice, NetworkPolicy or CiliumNetworkPolicy)"
     );
 }
 
