@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo test bench clean-sandboxes
+.PHONY: setup build demo test bench conformance clean-sandboxes
 
 setup:
 	./scripts/setup.sh
@@ -28,6 +28,14 @@ test: build
 bench: setup
 	$(CARGO) build --release --workspace --bins
 	./target/release/sluice bench --sluice-only-sizes 100000 --out docs/bench
+
+# NetworkPolicy conformance: the upstream-derived cases of tests/cases/netpol
+# replayed on real packets in the sandbox (9 pods, every pair probed through
+# its Service ClusterIP), once through socket-level LB and once per packet.
+# Needs root. `make test` runs the same through crates/cli/tests/conformance.rs.
+conformance: build
+	./target/debug/sluice conformance netpol --cases tests/cases/netpol --path socket
+	./target/debug/sluice conformance netpol --cases tests/cases/netpol --path tc
 
 clean-sandboxes:
 	./target/debug/sluice sandbox down

@@ -5,7 +5,8 @@
  * (the node itself, later remote nodes) are translated back here; replies from
  * local backend pods were already translated when they left those pods.
  * The pod's ingress policy is checked here for flows that did not come from
- * a local pod (those were judged, both sides at once, as they left it).
+ * a local pod (those were judged, both sides at once, as they left it), on
+ * the tuple between the pods: a local backend's reply arrives rev-NATed.
  */
 #include "lib/common.h"
 #include "lib/maps.h"
@@ -26,8 +27,13 @@ int sluice_to_pod(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	obs_init(&obs, skb, &pkt, SLUICE_OBS_TO_POD);
-	if (policy_check(&pkt, &obs) == POLICY_DENY)
-		return obs_drop(&obs, &pkt);
+	if (policy_active()) {
+		struct packet wire;
+
+		policy_wire_of_delivery(&pkt, &wire);
+		if (policy_check(&wire, &obs) == POLICY_DENY)
+			return obs_drop(&obs, &pkt);
+	}
 	/* Replies delivered to a pod are never NodePort replies: no redirect. */
 	if (lb_reverse(skb, &pkt, &ifindex, &obs) == LB_DROP)
 		return obs_drop(&obs, &pkt);

@@ -184,10 +184,17 @@ static __always_inline int policy_check(const struct packet *pkt, struct obs_ctx
 		return POLICY_ALLOW;
 	src_ep = bpf_map_lookup_elem(&sl_endpoints, &pkt->saddr);
 	dst_ep = bpf_map_lookup_elem(&sl_endpoints, &pkt->daddr);
+	/*
+	 * Neither side is selected by any policy: nothing to judge, nothing to
+	 * remember. If either is selected in any direction the flow must be
+	 * remembered even when nothing judges it now: its replies travel the
+	 * other way, where that side's policy would take them for new flows
+	 * (a pod with ingress isolation opening a connection gets its answer).
+	 */
+	if (!(src_ep && src_ep->flags) && !(dst_ep && dst_ep->flags))
+		return POLICY_ALLOW;
 	src_enforced = src_ep && (src_ep->flags & EP_F_EGRESS_ENFORCED);
 	dst_enforced = dst_ep && (dst_ep->flags & EP_F_INGRESS_ENFORCED);
-	if (!src_enforced && !dst_enforced)
-		return POLICY_ALLOW;
 	if (policy_known_flow(pkt, cfg->policy_revision))
 		return POLICY_ALLOW;
 
@@ -222,6 +229,44 @@ deny:
 	obs->reason = SLUICE_REASON_POLICY_DENIED;
 	obs->rule_id = rule_id;
 	return POLICY_DENY;
+}
+
+/**
+ * policy_wire_of_delivery() - the tuple between the pods of a packet about
+ * to be delivered to a pod (tc egress of its veth).
+ *
+ * A reply from a local backend pod was rev-NATed when it left that pod, so
+ * it arrives with the Service as its source; the flow's conntrack entry
+ * (the client's forward entry, found with the tuple reversed) names the
+ * backend it really comes from. Any other packet is already as on the wire.
+ */
+static __always_inline void policy_wire_of_delivery(const struct packet *pkt, struct packet *wire)
+{
+	struct ct_key k = {
+		.saddr = pkt->daddr,
+		.daddr = pkt->saddr,
+		.sport = pkt->dport,
+		.dport = pkt->sport,
+		.proto = pkt->proto,
+		.dir = CT_DIR_FORWARD,
+	};
+	struct ct_entry *e;
+
+	*wire = *pkt;
+	e = bpf_map_lookup_elem(&sl_ct, &k);
+	if (e) {
+		wire->saddr = e->nat_address;
+		wire->sport = e->nat_port;
+	}
+}
+
+/* policy_active() - whether any local pod is selected by a policy. */
+static __always_inline int policy_active(void)
+{
+	__u32 zero = 0;
+	struct sluice_config *cfg = bpf_map_lookup_elem(&sl_config, &zero);
+
+	return cfg && (cfg->flags & SLUICE_CFG_POLICY);
 }
 
 #endif /* SLUICE_LIB_POLICY_H */

@@ -90,6 +90,11 @@ pub async fn status(client: &Client, out: Output) -> Result<()> {
             .map(|a| format!("http://{a}/metrics"))
             .unwrap_or_else(|| "off (agent --metrics-addr)".into())
     );
+    let p = &s.policy;
+    println!(
+        "Policy:        {} policies, {} identities, {} of {} endpoints enforced, {} entries, revision {}",
+        p.policies, p.identities, p.enforced_endpoints, s.endpoints, p.entries, p.revision
+    );
     if s.rejected.is_empty() {
         println!("Rejected:      none");
     } else {

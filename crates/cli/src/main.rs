@@ -3,11 +3,13 @@
 mod baseline;
 mod bench;
 mod bpf;
+mod conformance;
 mod demo;
 mod listings;
 mod maps;
 mod observe;
 mod output;
+mod policy;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -44,6 +46,12 @@ enum Command {
     /// Read the pinned BPF maps directly (works while the agent is down).
     #[command(subcommand)]
     Bpf(bpf::BpfCmd),
+    /// Security identities NetworkPolicy sees (label sets, CIDRs, reserved).
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// NetworkPolicy as compiled for this node's pods, and why a connection would pass.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Flow events: what the datapath forwarded and dropped, and why.
     Observe(observe::ObserveArgs),
     /// Pinned BPF maps: type, entries, capacity, pressure, memory.
@@ -59,6 +67,9 @@ enum Command {
     /// Manage sandboxes.
     #[command(subcommand)]
     Sandbox(SandboxCmd),
+    /// Replay conformance cases on real packets in a sandbox.
+    #[command(subcommand)]
+    Conformance(conformance::ConformanceCmd),
     /// The sandbox's built-in workload (started inside pod namespaces).
     #[command(subcommand, hide = true)]
     Workload(WorkloadCmd),
@@ -74,6 +85,37 @@ enum ServiceCmd {
 enum EndpointCmd {
     /// List registered pods: pod, IP, interface, state.
     List(OutputArgs),
+}
+
+#[derive(Subcommand)]
+enum IdentityCmd {
+    /// List identities: number, kind, labels, local pods.
+    List(OutputArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// The policy entries of a local pod (all local pods without POD), with the rules behind them.
+    Get {
+        /// namespace/name
+        pod: Option<String>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Would a connection be allowed? Evaluated with the agent's compiler.
+    Trace {
+        /// namespace/pod or IPv4 address
+        #[arg(long)]
+        from: String,
+        /// namespace/pod or IPv4 address
+        #[arg(long)]
+        to: String,
+        /// PORT/PROTOCOL, e.g. 80/TCP (protocol defaults to TCP)
+        #[arg(long)]
+        port: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,12 +136,17 @@ enum WorkloadCmd {
         /// Answer of the HTTP server, conventionally namespace/pod.
         #[arg(long)]
         name: String,
+        /// TCP echo port (repeatable).
         #[arg(long)]
-        tcp: Option<u16>,
+        tcp: Vec<u16>,
+        /// UDP echo port (repeatable).
         #[arg(long)]
-        udp: Option<u16>,
+        udp: Vec<u16>,
         #[arg(long)]
         http: Option<u16>,
+        /// Port whose SCTP INITs get an INIT-ACK, via a raw socket (repeatable).
+        #[arg(long)]
+        sctp: Vec<u16>,
     },
     /// The benchmark's client as a pod process (sluice-socket mode).
     BenchClient {
@@ -113,7 +160,7 @@ enum WorkloadCmd {
     },
     /// A client run inside a pod (its cgroup): one JSON line per attempt.
     Probe {
-        /// http, udp-connected, udp-unconnected, connect or udp-held.
+        /// http, udp-connected, udp-unconnected, connect, udp-held or sctp.
         #[arg(long)]
         kind: String,
         /// Attempts per target.
@@ -267,22 +314,35 @@ async fn main() -> std::process::ExitCode {
         Command::Service(ServiceCmd::List(o)) => listings::services(&client, o.output).await,
         Command::Endpoint(EndpointCmd::List(o)) => listings::endpoints(&client, o.output).await,
         Command::Bpf(cmd) => bpf::run(cmd),
+        Command::Identity(IdentityCmd::List(o)) => policy::identities(&client, o.output).await,
+        Command::Policy(PolicyCmd::Get { pod, out }) => {
+            policy::get(&client, pod.as_deref(), out.output).await
+        }
+        Command::Policy(PolicyCmd::Trace {
+            from,
+            to,
+            port,
+            out,
+        }) => policy::trace(&client, from, to, &port, out.output).await,
         Command::Observe(args) => observe::run(&client, args).await,
         Command::Map(cmd) => maps::run(cmd),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Baseline(BaselineCmd::Render(a)) => baseline::render_cmd(&client, a).await,
         Command::Sandbox(SandboxCmd::Down) => sandbox_down(),
+        Command::Conformance(cmd) => conformance::run(cmd).await,
         Command::Workload(WorkloadCmd::Serve {
             name,
             tcp,
             udp,
             http,
+            sctp,
         }) => sluice_testbed::serve_workload(sluice_testbed::WorkloadOptions {
             name,
             tcp,
             udp,
             http,
+            sctp,
         })
         .await
         .context("workload failed"),

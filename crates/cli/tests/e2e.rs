@@ -1256,3 +1256,187 @@ async fn an_unreadable_manifest_at_start_keeps_its_services_programmed() {
     assert_eq!(http_spread(&env.client.netns, vip, 3).len(), 1);
     env.sb.teardown().unwrap();
 }
+
+/// One HTTP GET from `netns`: the body, or why it failed.
+fn http_once(netns: &Path, target: SocketAddr, timeout: Duration) -> Result<String, String> {
+    let netns = netns.to_path_buf();
+    run_in_netns(&netns, move || {
+        http_get(target, timeout)
+            .map(|b| b.trim().to_string())
+            .map_err(|e| e.to_string())
+    })
+    .expect("netns")
+}
+
+/// Polls until the agent's policy revision passes `after` and GETs give
+/// `want_ok`; returns the last outcome.
+async fn wait_reachability(env: &Env, after: u32, want_ok: bool, what: &str) -> u32 {
+    let vip = SocketAddr::from(([10, 96, 0, 10], 80));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Status = env.api.get("/v1/status").await.unwrap();
+        let got = http_once(&env.client.netns, vip, Duration::from_millis(500));
+        if s.policy.revision > after && got.is_ok() == want_ok {
+            return s.policy.revision;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: revision {} (was {after}), GET: {got:?}, rejected: {:?}",
+            s.policy.revision,
+            s.rejected
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const DENY_WEB_INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-isolated, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+"#;
+
+const ALLOW_CLIENT_HTTP: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-client, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from:
+    - podSelector: {matchExpressions: [{key: app, operator: In, values: [client]}]}
+    ports:
+    - port: http
+"#;
+
+const CNP_DENY_CLIENT: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: no-client, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingressDeny:
+  - fromEndpoints:
+    - matchLabels: {app: client}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_policy_is_enforced_explained_and_observable() {
+    let mut env = setup(1, SERVICES).await;
+    let api = env.api.clone();
+    wait_services(&api, "web programmed", |l| {
+        backends_of(l, "default/web", 80) == 1
+    })
+    .await;
+    let rev = wait_reachability(&env, 0, true, "open before any policy").await;
+    let policies = env.sb.manifests_dir().join("netpol.yaml");
+
+    // Selected by a policy with no ingress rule: default deny, observable.
+    std::fs::write(&policies, DENY_WEB_INGRESS).unwrap();
+    let rev = wait_reachability(&env, rev, false, "isolated by web-isolated").await;
+    let f = wait_flow(
+        &env.sb,
+        &["--verdict", "DROPPED", "--drop-reason", "policy_denied"],
+        "denied by default deny",
+        |f| f["policy_rule"] == "default deny (ingress)",
+    )
+    .await;
+    assert_eq!(f["source"]["pod"], "client", "{f}");
+    assert_eq!(f["translated_destination"]["pod"], "web-1", "{f}");
+    assert_eq!(f["translated_destination"]["port"], HTTP, "after DNAT: {f}");
+    assert_eq!(f["service"]["name"], "default/web", "{f}");
+    assert!(
+        f["destination_identity"].as_u64().unwrap_or(0) >= 256,
+        "{f}"
+    );
+
+    // An allow for the client on the named port, stacked on the isolation.
+    std::fs::write(
+        &policies,
+        format!("{DENY_WEB_INGRESS}---{ALLOW_CLIENT_HTTP}"),
+    )
+    .unwrap();
+    let rev = wait_reachability(&env, rev, true, "allowed by web-from-client").await;
+    let get = sluice_lines(&env.sb, &["policy", "get", "default/web-1"]).join("\n");
+    assert!(get.contains("default/web-from-client ingress[0]"), "{get}");
+    assert!(
+        get.contains(&format!("{HTTP}")),
+        "named port resolved: {get}"
+    );
+    let trace = sluice_lines(
+        &env.sb,
+        &[
+            "policy",
+            "trace",
+            "--from",
+            "default/client",
+            "--to",
+            "default/web-1",
+            "--port",
+            &format!("{HTTP}/TCP"),
+        ],
+    )
+    .join("\n");
+    assert!(
+        trace.contains("ALLOWED") && trace.contains("web-from-client"),
+        "{trace}"
+    );
+    let ids = sluice_lines(&env.sb, &["identity", "list"]).join("\n");
+    assert!(
+        ids.contains("default/web-1") && ids.contains("reserved"),
+        "{ids}"
+    );
+
+    // A CiliumNetworkPolicy deny wins over the allow, and names its rule.
+    std::fs::write(
+        &policies,
+        format!("{DENY_WEB_INGRESS}---{ALLOW_CLIENT_HTTP}---{CNP_DENY_CLIENT}"),
+    )
+    .unwrap();
+    let rev = wait_reachability(&env, rev, false, "denied by no-client").await;
+    wait_flow(
+        &env.sb,
+        &["--verdict", "DROPPED", "--from-pod", "default/client"],
+        "denied by the CNP rule",
+        |f| {
+            f["policy_rule"]
+                .as_str()
+                .is_some_and(|r| r.contains("default/no-client ingressDeny[0]"))
+        },
+    )
+    .await;
+
+    // A broken edit is rejected by name and field; the last good version stays.
+    let broken = CNP_DENY_CLIENT.replace("fromEndpoints", "fromEndpointz");
+    std::fs::write(
+        &policies,
+        format!("{DENY_WEB_INGRESS}---{ALLOW_CLIENT_HTTP}---{broken}"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Status = api.get("/v1/status").await.unwrap();
+        if let Some(r) = s
+            .rejected
+            .iter()
+            .find(|r| r.object == "CiliumNetworkPolicy default/no-client")
+        {
+            assert!(r.error.contains("fromEndpointz"), "{r:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not rejected: {:?}", s.rejected);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let vip = SocketAddr::from(([10, 96, 0, 10], 80));
+    assert!(
+        http_once(&env.client.netns, vip, Duration::from_millis(500)).is_err(),
+        "the last good deny stays in force"
+    );
+
+    // All policies gone: open again.
+    std::fs::remove_file(&policies).unwrap();
+    wait_reachability(&env, rev, true, "open after the policies are deleted").await;
+    env.sb.teardown().unwrap();
+}

@@ -24,6 +24,7 @@ pub mod compile;
 mod endpoints;
 pub mod ids;
 mod index;
+pub mod maglev;
 pub mod plan;
 pub mod policy;
 

@@ -1027,3 +1027,56 @@ fn sctp_is_translated_by_address_and_judged_by_policy() {
     let (v, _) = h.run(Program::FromPod, &pkt);
     assert_eq!(v, TC_ACT_SHOT, "isolated for SCTP too");
 }
+
+/// A pod isolated for ingress opens a connection to an open pod: the answer
+/// comes back although no rule allows that pod's ingress from the peer.
+#[test]
+fn replies_to_an_ingress_isolated_pods_own_connection_pass() {
+    let mut h = Harness::new();
+    let _p = h.policy_world(&[(CLIENT, true, false)]);
+    let syn = tcp_syn((CLIENT, 44000), (OTHER_POD, 80), false);
+    assert_eq!(h.run(Program::FromPod, &syn).0, TC_ACT_OK);
+    let syn_ack = tcp_with((OTHER_POD, 80), (CLIENT, 44000), "syn|ack");
+    assert_eq!(
+        h.run(Program::FromPod, &syn_ack).0,
+        TC_ACT_OK,
+        "reply at the peer's veth"
+    );
+    assert_eq!(
+        h.run(Program::ToPod, &syn_ack).0,
+        TC_ACT_OK,
+        "reply delivered"
+    );
+    // A new connection from the peer is judged: default deny.
+    let syn = tcp_syn((OTHER_POD, 44001), (CLIENT, 80), false);
+    assert_eq!(h.run(Program::FromPod, &syn).0, TC_ACT_SHOT);
+}
+
+/// The same, through a Service on the per-packet path: the local backend's
+/// reply is rev-NATed as it leaves the backend and arrives at the client
+/// from the Service address; it is still recognised as the flow's reply.
+#[test]
+fn a_rev_natted_reply_to_an_isolated_client_passes() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 1, false, &[(1, BACKEND_A, 8080)]);
+    let _p = h.policy_world(&[(CLIENT, true, false)]);
+    let (v, _) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 44100), (VIP, 80), false),
+    );
+    assert_eq!(v, TC_ACT_OK);
+    let (v, reply) = h.run(
+        Program::FromPod,
+        &tcp_with((BACKEND_A, 8080), (CLIENT, 44100), "syn|ack"),
+    );
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(tuple_checked(&reply), ((VIP, 80), (CLIENT, 44100)));
+    assert_eq!(
+        h.run(Program::ToPod, &reply).0,
+        TC_ACT_OK,
+        "delivered to the client"
+    );
+    // A packet from the Service address that belongs to no flow is judged.
+    let stray = tcp_with((VIP, 80), (CLIENT, 44101), "syn|ack");
+    assert_eq!(h.run(Program::ToPod, &stray).0, TC_ACT_SHOT);
+}

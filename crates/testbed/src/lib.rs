@@ -16,6 +16,7 @@ mod names;
 mod netns;
 mod probe;
 mod sandbox;
+pub mod sctp;
 mod spawn;
 pub mod state;
 mod workload;
@@ -27,8 +28,8 @@ pub use names::{is_run_id, PREFIX};
 pub use netns::{netns_path, run_in_netns, sysctl_in};
 pub use probe::{probe_in, run_probe, ProbeKind, ProbeOutcome};
 pub use sandbox::{
-    Pod, Sandbox, SandboxOptions, WorkloadPorts, NODE_DEVICE, OUTSIDE_DEVICE, POD_IFNAME,
-    SERVICE_CIDR,
+    Pod, Sandbox, SandboxOptions, ServePorts, WorkloadPorts, NODE_DEVICE, OUTSIDE_DEVICE,
+    POD_IFNAME, SERVICE_CIDR,
 };
 pub use workload::{serve_workload, WorkloadOptions, READY_LINE};
 

@@ -31,6 +31,9 @@ pub enum ProbeKind {
     /// outcome carries its time and the address the socket is really
     /// connected to, so a test can see the socket follow its backend.
     UdpHeld,
+    /// SCTP INIT through a raw socket, INIT-ACK expected (see `sctp`):
+    /// works without the kernel's SCTP stack.
+    Sctp,
 }
 
 /// Pause between the attempts of [`ProbeKind::UdpHeld`].
@@ -44,6 +47,7 @@ impl ProbeKind {
             ProbeKind::UdpUnconnected => "udp-unconnected",
             ProbeKind::Connect => "connect",
             ProbeKind::UdpHeld => "udp-held",
+            ProbeKind::Sctp => "sctp",
         }
     }
 
@@ -54,6 +58,7 @@ impl ProbeKind {
             ProbeKind::UdpUnconnected,
             ProbeKind::Connect,
             ProbeKind::UdpHeld,
+            ProbeKind::Sctp,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -260,6 +265,7 @@ pub fn run_probe(
                 ProbeKind::UdpUnconnected => udp(t, timeout, false),
                 ProbeKind::Connect => connect(t, timeout),
                 ProbeKind::UdpHeld => udp(t, timeout, true),
+                ProbeKind::Sctp => crate::sctp::probe(t, timeout),
             };
             out.push(outcome(t, r));
         }

@@ -78,6 +78,15 @@ pub struct WorkloadPorts {
     pub http: Option<u16>,
 }
 
+/// Ports for [`Sandbox::spawn_servers`]: any number per protocol (TCP and
+/// UDP echo, SCTP INIT answered with an INIT-ACK).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServePorts {
+    pub tcp: Vec<u16>,
+    pub udp: Vec<u16>,
+    pub sctp: Vec<u16>,
+}
+
 struct AgentProc {
     child: Child,
     bin: PathBuf,
@@ -485,6 +494,36 @@ impl Sandbox {
     /// Runs `<sluice> workload serve --name ns/pod …` inside the pod's netns
     /// and the sandbox cgroup; returns its pid once it reports ready.
     pub async fn spawn_workload(&mut self, pod: &Pod, ports: WorkloadPorts) -> Result<u32> {
+        let mut args = Vec::new();
+        for (flag, port) in [
+            ("--tcp", ports.tcp),
+            ("--udp", ports.udp),
+            ("--http", ports.http),
+        ] {
+            if let Some(p) = port {
+                args.extend([flag.to_string(), p.to_string()]);
+            }
+        }
+        self.spawn_workload_args(pod, args).await
+    }
+
+    /// Like [`Sandbox::spawn_workload`] with several ports per protocol and
+    /// SCTP (what the NetworkPolicy conformance model needs).
+    pub async fn spawn_servers(&mut self, pod: &Pod, ports: &ServePorts) -> Result<u32> {
+        let mut args = Vec::new();
+        for (flag, list) in [
+            ("--tcp", &ports.tcp),
+            ("--udp", &ports.udp),
+            ("--sctp", &ports.sctp),
+        ] {
+            for p in list {
+                args.extend([flag.to_string(), p.to_string()]);
+            }
+        }
+        self.spawn_workload_args(pod, args).await
+    }
+
+    async fn spawn_workload_args(&mut self, pod: &Pod, args: Vec<String>) -> Result<u32> {
         self.live()?;
         let bin = match &self.opts.sluice_bin {
             Some(p) => p.clone(),
@@ -497,15 +536,7 @@ impl Sandbox {
             .map_err(io(format!("cannot create {}", log_path.display())))?;
         let mut c = Command::new(bin);
         c.args(["workload", "serve", "--name", &pod.full_name()]);
-        for (flag, port) in [
-            ("--tcp", ports.tcp),
-            ("--udp", ports.udp),
-            ("--http", ports.http),
-        ] {
-            if let Some(p) = port {
-                c.arg(flag).arg(p.to_string());
-            }
-        }
+        c.args(&args);
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         let mut child = spawn_in(c, &pod.netns, Some(&self.pods_cgroup))?;
         let pid = child.id();

@@ -1,5 +1,6 @@
-//! The built-in pod workload: TCP echo, UDP echo and a tiny HTTP server
-//! whose body names the pod, so tests can see which backend answered.
+//! The built-in pod workload: TCP echo, UDP echo, a tiny HTTP server
+//! whose body names the pod, so tests can see which backend answered, and
+//! an SCTP INIT responder (see `sctp`).
 
 use crate::error::{io, Result, TestbedError};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -10,32 +11,36 @@ use tokio::net::{TcpListener, UdpSocket};
 /// for it, so a test never races the server's startup.
 pub const READY_LINE: &str = "sluice-workload ready";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WorkloadOptions {
     /// Body of every HTTP answer, conventionally `namespace/pod`.
     pub name: String,
-    pub tcp: Option<u16>,
-    pub udp: Option<u16>,
+    /// TCP echo ports.
+    pub tcp: Vec<u16>,
+    /// UDP echo ports.
+    pub udp: Vec<u16>,
     pub http: Option<u16>,
+    /// Ports whose SCTP INITs get an INIT-ACK.
+    pub sctp: Vec<u16>,
 }
 
 /// Serves until the process is killed. Returns early only when a listener
 /// cannot be bound (or no port was asked for).
 pub async fn serve_workload(opts: WorkloadOptions) -> Result<()> {
-    if opts.tcp.is_none() && opts.udp.is_none() && opts.http.is_none() {
+    if opts.tcp.is_empty() && opts.udp.is_empty() && opts.http.is_none() && opts.sctp.is_empty() {
         return Err(TestbedError::InvalidOption(
-            "give at least one of --tcp, --udp, --http".into(),
+            "give at least one of --tcp, --udp, --http, --sctp".into(),
         ));
     }
     let any = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(port) = opts.tcp {
+    for &port in &opts.tcp {
         let l = TcpListener::bind(any(port))
             .await
             .map_err(io(format!("cannot listen on tcp/{port}")))?;
         tasks.spawn(tcp_echo(l));
     }
-    if let Some(port) = opts.udp {
+    for &port in &opts.udp {
         let s = UdpSocket::bind(any(port))
             .await
             .map_err(io(format!("cannot bind udp/{port}")))?;
@@ -46,6 +51,16 @@ pub async fn serve_workload(opts: WorkloadOptions) -> Result<()> {
             .await
             .map_err(io(format!("cannot listen on http tcp/{port}")))?;
         tasks.spawn(http_server(l, opts.name.clone()));
+    }
+    if !opts.sctp.is_empty() {
+        let r = crate::sctp::Responder::bind(&opts.sctp)
+            .map_err(io("cannot open a raw SCTP socket for the INIT responder"))?;
+        // A blocking loop on its own thread: one raw socket sees every SCTP
+        // packet of the namespace, which needs no async machinery.
+        tasks.spawn_blocking(move || {
+            let e = r.run();
+            tracing::error!(error = %e, "SCTP responder stopped");
+        });
     }
     println!("{READY_LINE}");
     tracing::info!(name = %opts.name, "workload serving");
