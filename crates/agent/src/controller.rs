@@ -511,7 +511,10 @@ impl Controller {
             }
         }
         for r in self.store.rejections() {
-            tracing::warn!(rejected = %r, "object rejected");
+            match self.policy_rejection_effect(r) {
+                Some(effect) => tracing::warn!(rejected = %r, effect, "policy rejected"),
+                None => tracing::warn!(rejected = %r, "object rejected"),
+            }
         }
         changes
     }
@@ -794,7 +797,10 @@ impl Controller {
             .map(|r| RejectedObject {
                 file: r.file.clone(),
                 object: r.object.clone(),
-                error: r.error.to_string(),
+                error: match self.policy_rejection_effect(r) {
+                    Some(effect) => format!("{}; {effect}", r.error),
+                    None => r.error.to_string(),
+                },
             })
             .collect();
         rejected.extend(self.file_errors.iter().map(|(f, e)| RejectedObject {
@@ -829,6 +835,20 @@ impl Controller {
             socket_lb: self.socket_lb_status(),
             policy: self.policy.status(),
         }
+    }
+
+    /// What a rejected policy leaves in force, said with the error: the
+    /// node never falls back to "allow all" or "deny all" because of it.
+    fn policy_rejection_effect(&self, r: &sluice_core::Rejection) -> Option<&'static str> {
+        let key = r.object_ref.as_ref()?;
+        if !matches!(key.kind, Kind::NetworkPolicy | Kind::CiliumNetworkPolicy) {
+            return None;
+        }
+        Some(if self.store.get(key).is_some() {
+            "the node keeps enforcing the last good version of this policy"
+        } else {
+            "not enforced: the pods it would select keep what the other policies give them (open if none selects them)"
+        })
     }
 
     fn socket_lb_status(&self) -> SocketLbStatus {

@@ -1424,6 +1424,10 @@ async fn network_policy_is_enforced_explained_and_observable() {
             .find(|r| r.object == "CiliumNetworkPolicy default/no-client")
         {
             assert!(r.error.contains("fromEndpointz"), "{r:?}");
+            assert!(
+                r.error.contains("keeps enforcing the last good version"),
+                "says what stays in force: {r:?}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "not rejected: {:?}", s.rejected);

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use sluice_testbed::run_in_netns;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -68,17 +68,40 @@ pub fn latencies(
     targets: &[SocketAddr],
     n: usize,
 ) -> anyhow::Result<Vec<Vec<Duration>>> {
+    latencies_warm(netns, targets, n, WARMUP)
+}
+
+/// Warm-up connections per target before [`latencies`] measures.
+pub const WARMUP: usize = 20;
+
+/// [`latencies`] with `warmup` unmeasured connections per target first
+/// (fewer suit short blocks that follow a measured one).
+pub fn latencies_warm(
+    netns: &Path,
+    targets: &[SocketAddr],
+    n: usize,
+    warmup: usize,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
     let targets = targets.to_vec();
-    let r = run_in_netns(netns, move || latencies_here(&targets, n))?.context("new connections")?;
+    let r = run_in_netns(netns, move || sample_here(&targets, n, warmup))?
+        .context("new connections")?;
     Ok(r)
 }
 
 /// [`latencies`] from wherever this thread is (the pod-process client of
 /// `sluice-socket` mode is already inside the pod).
 pub fn latencies_here(targets: &[SocketAddr], n: usize) -> std::io::Result<Vec<Vec<Duration>>> {
+    sample_here(targets, n, WARMUP)
+}
+
+fn sample_here(
+    targets: &[SocketAddr],
+    n: usize,
+    warmup: usize,
+) -> std::io::Result<Vec<Vec<Duration>>> {
     // Warm caches (ARP, conntrack, code paths) before measuring.
     for t in targets {
-        for _ in 0..20.min(n) {
+        for _ in 0..warmup.min(n) {
             one_request(*t, Duration::from_secs(2))?;
         }
     }
@@ -124,6 +147,75 @@ pub fn cps_here(target: SocketAddr, clients: usize, run: Duration) -> anyhow::Re
             .join()
             .map_err(|_| anyhow::anyhow!("a benchmark client thread panicked"))?;
         total += ok as f64 / took.as_secs_f64();
+    }
+    Ok(total)
+}
+
+/// Sends UDP datagrams to `target` at `rate` per second in total, from
+/// `threads` threads in `netns` (one connected socket each, so one flow
+/// each), for `run`. Returns how many were sent. Paced rather than flat
+/// out: the event benchmark steps the rate up and needs each step's rate
+/// to hold for the whole step.
+pub fn udp_paced(
+    netns: &Path,
+    target: SocketAddr,
+    threads: usize,
+    rate: f64,
+    run: Duration,
+) -> anyhow::Result<u64> {
+    let ns = netns.to_path_buf();
+    run_in_netns(&ns, move || udp_paced_here(target, threads, rate, run))?
+}
+
+fn udp_paced_here(
+    target: SocketAddr,
+    threads: usize,
+    rate: f64,
+    run: Duration,
+) -> anyhow::Result<u64> {
+    let per_thread = rate / threads.max(1) as f64;
+    let mut handles = Vec::new();
+    for _ in 0..threads.max(1) {
+        handles.push(std::thread::spawn(move || -> std::io::Result<u64> {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            s.connect(target)?;
+            let payload = [0u8; 64];
+            let t0 = Instant::now();
+            let mut sent = 0u64;
+            loop {
+                let elapsed = t0.elapsed();
+                if elapsed >= run {
+                    return Ok(sent);
+                }
+                let due = (elapsed.as_secs_f64() * per_thread) as u64;
+                if sent >= due {
+                    std::thread::sleep(Duration::from_micros(100));
+                    continue;
+                }
+                // Catch up in bounded bursts, so the clock is read often
+                // enough to stop on time.
+                for _ in 0..(due - sent).min(256) {
+                    match s.send(&payload) {
+                        Ok(_) => sent += 1,
+                        // A full device queue, or an ICMP error from an
+                        // earlier datagram: this one is not sent, go on.
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::ENOBUFS | libc::ECONNREFUSED)
+                            ) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a UDP sender thread panicked"))?
+            .context("UDP sender")?;
     }
     Ok(total)
 }

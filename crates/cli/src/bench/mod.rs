@@ -6,10 +6,17 @@
 //! install kube-proxy's rules for the same N Services in the node namespace
 //! (the agent then has no Services, so its programs pass the traffic on).
 //! Every number is measured from the client pod through the real kernel.
+//!
+//! After the mode × size comparison, two parts measure Sluice alone in the
+//! same sandbox, once per run: the per-packet cost of NetworkPolicy
+//! (`policy.rs`) and of flow events, with the event rate the agent sustains
+//! (`events.rs`).
 
 mod client;
+mod events;
 mod memory;
 mod objects;
+mod policy;
 mod report;
 
 use anyhow::{bail, Context, Result};
@@ -52,6 +59,17 @@ pub struct BenchArgs {
     /// Where to write results.json and the SVG plots.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// NetworkPolicy cost: entries in the policy table of the selected
+    /// backend (one allowed port each; --quick: at most 100); 0 skips the part.
+    #[arg(long, default_value_t = 10000)]
+    policy_entries: usize,
+    /// Skip the flow-event part (tracing on vs off, event throughput).
+    #[arg(long)]
+    skip_events: bool,
+    /// Skip the mode × size comparison: only the NetworkPolicy and
+    /// flow-event parts (which program the largest of --sizes Services).
+    #[arg(long)]
+    skip_comparison: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -157,6 +175,27 @@ async fn build_bed() -> Result<Bed> {
     })
 }
 
+/// What `results.json` holds: the comparison's rows, then the parts that
+/// run once per invocation (absent when skipped).
+#[derive(Serialize)]
+struct Results<'a> {
+    rows: &'a [Row],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a policy::PolicyResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<&'a events::EventsResult>,
+}
+
+/// Writes a manifest atomically (a temporary name the agent ignores, then
+/// a rename): the agent must never read a half-written policy or Service
+/// list, which would program a partial table for a moment.
+fn write_manifest(dir: &std::path::Path, name: &str, text: &str) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name))
+        .with_context(|| format!("cannot move {} into place", tmp.display()))
+}
+
 pub async fn run(mut args: BenchArgs) -> Result<()> {
     if !sluice_testbed::is_root() {
         bail!("the benchmark builds network namespaces and loads BPF programs: run it as root");
@@ -167,24 +206,35 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
         args.samples = args.samples.min(200);
         args.changes = args.changes.min(3);
         args.cps_seconds = 1;
+        args.policy_entries = args.policy_entries.min(100);
+    }
+    if args.policy_entries > policy::MAX_ENTRIES {
+        bail!(
+            "--policy-entries {}: at most {} (one TCP port per entry)",
+            args.policy_entries,
+            policy::MAX_ENTRIES
+        );
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut plan: Vec<(Mode, usize)> = Vec::new();
-    for &n in &args.sizes {
-        for &m in &args.modes {
-            plan.push((m, n));
-        }
-    }
-    for &n in &args.sluice_only_sizes {
-        for m in [Mode::Sluice, Mode::SluiceSocket] {
-            if args.modes.contains(&m) {
+    if !args.skip_comparison {
+        for &n in &args.sizes {
+            for &m in &args.modes {
                 plan.push((m, n));
             }
         }
+        for &n in &args.sluice_only_sizes {
+            for m in [Mode::Sluice, Mode::SluiceSocket] {
+                if args.modes.contains(&m) {
+                    plan.push((m, n));
+                }
+            }
+        }
     }
+    let parts = usize::from(args.policy_entries > 0) + usize::from(!args.skip_events);
 
-    let bar = ProgressBar::new(plan.len() as u64);
+    let bar = ProgressBar::new((plan.len() + parts) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {elapsed_precise} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -193,11 +243,18 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
     let mut bed = build_bed().await?;
     let bed_ref = &mut bed;
     let result = tokio::select! {
-        r = run_plan(bed_ref, &args, &plan, &bar) => r,
+        r = run_all(bed_ref, &args, &plan, &bar) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     bar.finish_and_clear();
-    if result.is_err() {
+    let failed = match &result {
+        Ok(all) => {
+            all.policy.as_ref().is_some_and(|r| r.is_err())
+                || all.events.as_ref().is_some_and(|r| r.is_err())
+        }
+        Err(_) => true,
+    };
+    if failed {
         // The sandbox (and its log) is about to go: show why first.
         if let Ok(log) = std::fs::read_to_string(bed.sb.agent_log()) {
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -208,21 +265,107 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
         }
     }
     let teardown = bed.sb.teardown();
-    let rows = result?;
+    let all = result?;
     teardown?;
 
-    report::print_table(&rows);
+    // A failed part is reported after the numbers that did come out.
+    let (policy, policy_err) = split(all.policy);
+    let (events, events_err) = split(all.events);
+    let rows = all.rows;
+    if !rows.is_empty() {
+        report::print_table(&rows);
+    }
+    if let Some(p) = &policy {
+        report::print_policy(p);
+    }
+    if let Some(e) = &events {
+        report::print_events(e);
+    }
     let json = args.out.join("results.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(&rows)?)?;
-    let plots = report::plots(&rows, &args.out)?;
+    let results = Results {
+        rows: &rows,
+        policy: policy.as_ref(),
+        events: events.as_ref(),
+    };
+    std::fs::write(&json, serde_json::to_vec_pretty(&results)?)?;
+    let plots = if rows.is_empty() {
+        Vec::new()
+    } else {
+        report::plots(&rows, &args.out)?
+    };
     println!("\nresults: {}", json.display());
     for p in plots {
         println!("plot:    {}", p.display());
     }
+    if let Some(e) = policy_err {
+        return Err(e.context("NetworkPolicy cost"));
+    }
+    if let Some(e) = events_err {
+        return Err(e.context("flow events"));
+    }
     if args.quick {
-        report::check_complete(&rows, &args.modes)?;
+        if !args.skip_comparison {
+            report::check_complete(&rows, &args.modes)?;
+        }
+        report::check_parts(policy.as_ref(), events.as_ref())?;
     }
     Ok(())
+}
+
+/// A part's outcome: not run, its numbers, or why it failed.
+fn split<T>(part: Option<Result<T>>) -> (Option<T>, Option<anyhow::Error>) {
+    match part {
+        None => (None, None),
+        Some(Ok(v)) => (Some(v), None),
+        Some(Err(e)) => (None, Some(e)),
+    }
+}
+
+/// Everything one run measured. A part that failed keeps its error, so
+/// the comparison's numbers (which may have taken many minutes) are still
+/// printed and written.
+struct All {
+    rows: Vec<Row>,
+    policy: Option<Result<policy::PolicyResult>>,
+    events: Option<Result<events::EventsResult>>,
+}
+
+async fn run_all(
+    bed: &mut Bed,
+    args: &BenchArgs,
+    plan: &[(Mode, usize)],
+    bar: &ProgressBar,
+) -> Result<All> {
+    let rows = run_plan(bed, args, plan, bar).await?;
+    let policy = if args.policy_entries > 0 {
+        bar.set_message(format!(
+            "NetworkPolicy: {} entries vs none",
+            args.policy_entries
+        ));
+        // Five times the per-target samples: two pods, one loop, and a
+        // ratio near 1 to resolve.
+        let r = policy::run(bed, args.policy_entries, args.samples * 5).await;
+        bar.inc(1);
+        Some(r)
+    } else {
+        None
+    };
+    let events = if args.skip_events {
+        None
+    } else {
+        let n = args.sizes.iter().copied().max().unwrap_or(100);
+        bar.set_message(format!(
+            "flow events: tracing on/off at {n} Services, throughput"
+        ));
+        let r = events::run(bed, &events::Plan::new(n, args.samples, args.quick)).await;
+        bar.inc(1);
+        Some(r)
+    };
+    Ok(All {
+        rows,
+        policy,
+        events,
+    })
 }
 
 async fn run_plan(

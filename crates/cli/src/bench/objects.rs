@@ -34,6 +34,21 @@ pub fn service(name: &str, vip: Ipv4Addr, endpoints: &[Ipv4Addr]) -> String {
     s
 }
 
+/// A UDP Service `port` → `port` with an EndpointSlice for `endpoints`
+/// (the flow-event benchmark's datagram target).
+pub fn udp_service(name: &str, vip: Ipv4Addr, port: u16, endpoints: &[Ipv4Addr]) -> String {
+    let mut s = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: bench\nspec:\n  clusterIP: {vip}\n  ports:\n  - name: udp\n    protocol: UDP\n    port: {port}\n    targetPort: {port}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: bench\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nports:\n- name: udp\n  port: {port}\n  protocol: UDP\nendpoints:\n"
+    );
+    for ep in endpoints {
+        let _ = write!(
+            s,
+            "- addresses: [\"{ep}\"]\n  conditions: {{ready: true}}\n"
+        );
+    }
+    s
+}
+
 /// `n` Services `svc-0 … svc-(n-1)`.
 pub fn services(n: usize, endpoints: &[Ipv4Addr]) -> String {
     let mut s = String::with_capacity(n * 600);
@@ -71,5 +86,20 @@ mod tests {
         assert!(d.services.values().all(|s| s.backend_ids.len() == 2));
         assert_eq!(vip(0), Ipv4Addr::new(10, 96, 0, 10));
         assert_eq!(vip(300), Ipv4Addr::new(10, 96, 1, 54));
+    }
+
+    #[test]
+    fn udp_service_compiles_to_one_udp_frontend() {
+        let d = desired(&udp_service(
+            "u",
+            vip(999_000),
+            9999,
+            &[Ipv4Addr::new(10, 244, 0, 4)],
+        ))
+        .unwrap_or_default();
+        assert_eq!(d.services.len(), 1);
+        assert!(d.services.values().all(|s| s.backend_ids.len() == 1));
+        // Still inside the service CIDR 10.96.0.0/12.
+        assert_eq!(vip(999_000), Ipv4Addr::new(10, 111, 62, 98));
     }
 }

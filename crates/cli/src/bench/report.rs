@@ -1,7 +1,9 @@
 //! Presenting results: a terminal table with ratios, SVG plots, and the
 //! quick mode's completeness check.
 
-use super::{Mode, Row};
+use super::events::{EventsResult, Throughput, TraceCost};
+use super::policy::PolicyResult;
+use super::{Latency, Mode, Row};
 use crate::output::table;
 use anyhow::{bail, Result};
 use plotters::prelude::*;
@@ -143,6 +145,149 @@ pub fn print_table(rows: &[Row]) {
         ]);
     }
     println!("{t}");
+}
+
+fn lat(l: &Latency) -> String {
+    format!("{} / {}", us(l.median_us), us(l.p99_us))
+}
+
+fn rate(v: f64) -> String {
+    format!("{v:.0}/s")
+}
+
+pub fn print_policy(p: &PolicyResult) {
+    println!("\nNetworkPolicy per-packet cost (new connection client pod → pod IP, median / p99; A and B in one loop):");
+    let mut t = table(&[
+        "POLICY ENTRIES (A / NODE)",
+        "A: SELECTED",
+        "B: NOT SELECTED",
+        "A ÷ B",
+        "A ÷ B, AGENT PAUSED",
+        "A ÷ B BEFORE ANY POLICY",
+        "EVENTS / CONN TO A",
+        "SAMPLES",
+        "PROGRAMMED IN",
+        "AGENT: COMPILE / + MAP WRITES",
+    ]);
+    let agent = match (p.agent_compile_ms, p.agent_total_ms, p.agent_writes) {
+        (Some(c), Some(tot), Some(w)) => format!("{} / {} ({w} writes)", ms(c), ms(tot)),
+        _ => "-".into(),
+    };
+    t.add_row(vec![
+        format!("{} / {}", p.entries_a, p.entries_total),
+        lat(&p.with_a),
+        lat(&p.with_b),
+        format!("{:.3}×", p.ratio),
+        format!(
+            "{:.3}× ({} / {})",
+            p.ratio_agent_paused,
+            us(p.paused_a.median_us),
+            us(p.paused_b.median_us)
+        ),
+        format!(
+            "{:.3}× ({} / {})",
+            p.ratio_before,
+            us(p.before_a.median_us),
+            us(p.before_b.median_us)
+        ),
+        format!("{:.2}", p.events_per_connection_a),
+        p.samples.to_string(),
+        ms(p.programmed_ms),
+        agent,
+    ]);
+    println!("{t}");
+}
+
+pub fn print_events(e: &EventsResult) {
+    print_trace(&e.trace);
+    print_throughput(&e.throughput);
+}
+
+fn print_trace(tc: &TraceCost) {
+    println!(
+        "\nPer-packet tracing (new connection to the last of {} Services, tc path, {} blocks of {} switched off/on ABBA; median / p99):",
+        tc.services, tc.blocks, tc.samples_per_block
+    );
+    let mut t = table(&[
+        "TRACING OFF",
+        "TRACING ON",
+        "ON ÷ OFF",
+        "EVENTS / CONNECTION (OFF → ON)",
+        "LOST WHILE ON",
+    ]);
+    t.add_row(vec![
+        lat(&tc.off),
+        lat(&tc.on),
+        format!("{:.3}×", tc.ratio),
+        format!(
+            "{:.1} → {:.1}",
+            tc.events_per_connection_off, tc.events_per_connection_on
+        ),
+        tc.lost_on.to_string(),
+    ]);
+    println!("{t}");
+}
+
+fn print_throughput(th: &Throughput) {
+    println!(
+        "\nFlow event throughput (per-packet tracing on, UDP from the client pod, {} threads, {:.1} s per step, {:.2} events per datagram; ring buffer {} KiB ≈ {} events):",
+        th.sender_threads,
+        th.step_seconds,
+        th.events_per_packet,
+        th.ring_buffer_bytes / 1024,
+        th.ring_buffer_records
+    );
+    let mut t = table(&["TARGET", "DATAGRAMS/S", "EVENTS/S", "RECEIVED", "LOST"]);
+    for s in &th.steps {
+        t.add_row(vec![
+            rate(s.target_events_per_s),
+            rate(s.packets_sent as f64 / s.seconds.max(1e-3)),
+            rate(s.events_per_s),
+            s.received.to_string(),
+            s.lost.to_string(),
+        ]);
+    }
+    println!("{t}");
+    let mut line = format!(
+        "sustained {:.0} events/s with 0 lost",
+        th.sustained_events_per_s
+    );
+    match &th.first_loss {
+        Some(f) => line.push_str(&format!(
+            "; at {:.0} events/s, {} lost ({:.1} %)",
+            f.events_per_s,
+            f.lost,
+            100.0 * f.lost as f64 / f.events.max(1) as f64
+        )),
+        None if th.sender_limited => line.push_str(
+            "; no loss up to what the senders could generate on this machine (sender-limited)",
+        ),
+        None => line.push_str("; no loss at any rate tried"),
+    }
+    println!("{line}");
+}
+
+/// The quick run's assertion for the once-per-run parts: each that ran
+/// produced numbers.
+pub fn check_parts(policy: Option<&PolicyResult>, events: Option<&EventsResult>) -> Result<()> {
+    let mut missing = Vec::new();
+    if let Some(p) = policy {
+        if p.entries_a == 0 || p.with_a.median_us <= 0.0 || p.with_b.median_us <= 0.0 {
+            missing.push("NetworkPolicy cost: incomplete");
+        }
+    }
+    if let Some(e) = events {
+        if e.trace.on.median_us <= 0.0 || e.trace.off.median_us <= 0.0 {
+            missing.push("tracing on/off: incomplete");
+        }
+        if e.throughput.steps.iter().all(|s| s.received == 0) {
+            missing.push("event throughput: no events received");
+        }
+    }
+    if !missing.is_empty() {
+        bail!("benchmark incomplete: {}", missing.join("; "));
+    }
+    Ok(())
 }
 
 /// A plotted metric: file stem, title (unit in parentheses), value of a row.
