@@ -48,7 +48,11 @@ fn world(pods: usize, relabel: Option<usize>) -> String {
         );
     }
     for i in 0..pods {
-        let tier = if i.is_multiple_of(3) { "frontend" } else { "backend" };
+        let tier = if i.is_multiple_of(3) {
+            "frontend"
+        } else {
+            "backend"
+        };
         let app = if relabel == Some(i) {
             "relabelled".to_string()
         } else {
