@@ -27,13 +27,8 @@ int sluice_to_pod(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	obs_init(&obs, skb, &pkt, SLUICE_OBS_TO_POD);
-	if (policy_active()) {
-		struct packet wire;
-
-		policy_wire_of_delivery(&pkt, &wire);
-		if (policy_check(&wire, &obs) == POLICY_DENY)
-			return obs_drop(&obs, &pkt);
-	}
+	if (policy_check_delivery(&pkt, &obs) == POLICY_DENY)
+		return obs_drop(&obs, &pkt);
 	/* Replies delivered to a pod are never NodePort replies: no redirect. */
 	if (lb_reverse(skb, &pkt, &ifindex, &obs) == LB_DROP)
 		return obs_drop(&obs, &pkt);

@@ -138,10 +138,12 @@ static __always_inline int pol_ct_fresh(struct pol_ct_entry *e, __u8 proto, __u6
 /**
  * policy_known_flow() - whether @pkt belongs to a flow already allowed.
  *
- * A TCP SYN always gets a fresh verdict: it opens a new connection, maybe on
- * a reused tuple, and a policy change must apply to it at once. Other
- * protocols have no connection start: their flows are judged again when
- * the policy revision changed. A packet matching a flow reversed is its
+ * The agent bumps the policy revision with every write to the policy maps,
+ * so a flow judged under the current revision would get the same verdict
+ * again: it passes. Under an older revision, an established TCP connection
+ * keeps going (as with iptables-based plugins), while a TCP SYN (a new
+ * connection, maybe on a reused tuple) and any packet of a connectionless
+ * protocol are judged again. A packet matching a flow reversed is its
  * reply and passes: policies are stateful.
  */
 static __always_inline int policy_known_flow(const struct packet *pkt, __u32 revision)
@@ -151,13 +153,11 @@ static __always_inline int policy_known_flow(const struct packet *pkt, __u32 rev
 	__u64 now = bpf_ktime_get_ns();
 	int syn = pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
 
-	if (!syn) {
-		pol_ct_key_of(&k, pkt, 0);
-		e = bpf_map_lookup_elem(&sl_pol_ct, &k);
-		if (e && (pkt->proto == IPPROTO_TCP || e->revision == revision) &&
-		    pol_ct_fresh(e, pkt->proto, now))
-			return 1;
-	}
+	pol_ct_key_of(&k, pkt, 0);
+	e = bpf_map_lookup_elem(&sl_pol_ct, &k);
+	if (e && (e->revision == revision || (pkt->proto == IPPROTO_TCP && !syn)) &&
+	    pol_ct_fresh(e, pkt->proto, now))
+		return 1;
 	pol_ct_key_of(&k, pkt, 1);
 	e = bpf_map_lookup_elem(&sl_pol_ct, &k);
 	return e && pol_ct_fresh(e, pkt->proto, now);
@@ -260,13 +260,31 @@ static __always_inline void policy_wire_of_delivery(const struct packet *pkt, st
 	}
 }
 
-/* policy_active() - whether any local pod is selected by a policy. */
-static __always_inline int policy_active(void)
+/**
+ * policy_check_delivery() - the destination pod's ingress policy, for a
+ * packet about to be delivered to it (tc egress of its veth).
+ *
+ * Only the destination's policy is judged here: a local source was judged
+ * (both sides) and remembered as the packet left it. So a pod no policy
+ * selects costs one lookup, and a known flow on its own tuple (pod to pod,
+ * no rev-NAT) one more before the conntrack lookup that undoes rev-NAT.
+ */
+static __always_inline int policy_check_delivery(const struct packet *pkt, struct obs_ctx *obs)
 {
 	__u32 zero = 0;
 	struct sluice_config *cfg = bpf_map_lookup_elem(&sl_config, &zero);
+	struct endpoint_info *dst_ep;
+	struct packet wire;
 
-	return cfg && (cfg->flags & SLUICE_CFG_POLICY);
+	if (!cfg || !(cfg->flags & SLUICE_CFG_POLICY))
+		return POLICY_ALLOW;
+	dst_ep = bpf_map_lookup_elem(&sl_endpoints, &pkt->daddr);
+	if (!dst_ep || !dst_ep->flags)
+		return POLICY_ALLOW;
+	if (policy_known_flow(pkt, cfg->policy_revision))
+		return POLICY_ALLOW;
+	policy_wire_of_delivery(pkt, &wire);
+	return policy_check(&wire, obs);
 }
 
 #endif /* SLUICE_LIB_POLICY_H */

@@ -1,7 +1,9 @@
 //! Flow events: read from the kernel's ring buffer, named, kept, streamed.
 //!
-//! The reader task waits on the ring buffer's fd with tokio's `AsyncFd`
-//! (aya 0.14 has no async ring buffer), decodes each record, enriches it with
+//! The reader task collects the ring buffer every [`EVENTS_POLL`], or at
+//! once when the kernel wakes it because the ring is filling up (its fd in
+//! tokio's `AsyncFd`; aya 0.14 has no async ring buffer): waking it per event
+//! would cost a context switch per new connection. It decodes each record, enriches it with
 //! pod and Service names from a [`Names`] table the controller keeps current,
 //! appends it to a bounded history (the oldest flow goes first) and
 //! broadcasts it to `GET /v1/flows?follow=true` clients. A slow client lags
@@ -400,6 +402,23 @@ fn policy_rule_name(e: &FlowEvent, names: &Names) -> String {
         .unwrap_or_else(|| format!("rule {} ({side})", e.rule_id))
 }
 
+/// How often the reader collects events the kernel did not wake it for:
+/// the most a flow waits before `sluice observe --follow` shows it.
+pub const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Reads every waiting event into `batch`.
+fn drain(reader: &mut EventReader, tel: &Telemetry, batch: &mut Vec<FlowEvent>) {
+    while let Some(item) = reader.next() {
+        match item {
+            Ok(e) => batch.push(e),
+            Err(err) => {
+                tel.decode_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %err, "undecodable event");
+            }
+        }
+    }
+}
+
 /// Starts the reader task. Must run inside the tokio runtime.
 pub fn spawn_reader(tel: Arc<Telemetry>) -> Result<tokio::task::JoinHandle<()>, FlowsError> {
     let reader = EventReader::open(&tel.pin_dir)?;
@@ -410,30 +429,25 @@ pub fn spawn_reader(tel: Arc<Telemetry>) -> Result<tokio::task::JoinHandle<()>, 
         .map_err(|e| FlowsError::Poll(std::io::Error::other(e.to_string())))?;
     Ok(tokio::spawn(async move {
         loop {
-            let mut guard = match afd.readable_mut().await {
-                Ok(g) => g,
-                Err(e) => {
+            // The kernel wakes us only when the ring fills up (see
+            // EVENTS_WAKEUP_BYTES in bpf/lib/events.h); otherwise events
+            // are collected every EVENTS_POLL.
+            let mut batch = Vec::new();
+            match tokio::time::timeout(EVENTS_POLL, afd.readable_mut()).await {
+                Ok(Ok(mut guard)) => {
+                    drain(guard.get_inner_mut(), &tel, &mut batch);
+                    guard.clear_ready();
+                }
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "event ring buffer poll failed; flow events stop");
                     return;
                 }
-            };
-            let offset = monotonic_to_unix_offset();
-            // Drain everything before waiting again: the kernel wakes us only
-            // when we have caught up (adaptive wake-up).
-            let mut batch = Vec::new();
-            while let Some(item) = guard.get_inner_mut().next() {
-                match item {
-                    Ok(e) => batch.push(e),
-                    Err(err) => {
-                        tel.decode_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(error = %err, "undecodable event");
-                    }
-                }
+                Err(_elapsed) => drain(afd.get_mut(), &tel, &mut batch),
             }
-            guard.clear_ready();
             if batch.is_empty() {
                 continue;
             }
+            let offset = monotonic_to_unix_offset();
             tel.received
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
             let flows: Vec<Flow> = {

@@ -186,8 +186,9 @@ fn open_err(pin_dir: &Path, name: &[u8]) -> impl FnOnce(MapError) -> MapsError {
 }
 
 /// The consumer side of the event ring buffer. Non-blocking: [`EventReader::next`]
-/// returns `None` when the buffer is empty; the fd becomes readable (epoll)
-/// when the kernel has more, which is how the agent waits (tokio `AsyncFd`).
+/// returns `None` when the buffer is empty. The programs make the fd
+/// readable (epoll) only when the ring fills past an eighth; below that the
+/// reader is expected to poll on a timer (the agent does, every 50 ms).
 pub struct EventReader {
     ring: RingBuf<MapData>,
 }

@@ -966,7 +966,7 @@ fn a_udp_flow_is_judged_again_after_a_policy_change() {
 }
 
 #[test]
-fn a_tcp_syn_is_always_judged_again() {
+fn a_tcp_syn_is_judged_again_after_a_policy_change_established_flows_are_not() {
     let mut h = Harness::new();
     let mut p = h.policy_world(&[(BACKEND_A, true, false)]);
     let key = pm(BACKEND_A, ID_CLIENT, INGRESS, TCP, 80, 16);
@@ -980,7 +980,9 @@ fn a_tcp_syn_is_always_judged_again() {
     .unwrap();
     let syn = tcp_syn((CLIENT, 43000), (BACKEND_A, 80), false);
     assert_eq!(h.run(Program::ToPod, &syn).0, TC_ACT_OK);
+    // The agent removes the allow and bumps the revision.
     p.delete_policy(key).unwrap();
+    h.obs.set_policy(true, 2).unwrap();
     let ack = tcp_ack((CLIENT, 43000), (BACKEND_A, 80), b"x");
     assert_eq!(
         h.run(Program::ToPod, &ack).0,
@@ -990,7 +992,7 @@ fn a_tcp_syn_is_always_judged_again() {
     assert_eq!(
         h.run(Program::ToPod, &syn).0,
         TC_ACT_SHOT,
-        "a reused tuple's SYN is new"
+        "a new connection on the same tuple is judged again"
     );
 }
 
