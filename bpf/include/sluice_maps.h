@@ -27,6 +27,7 @@
 #define SLUICE_MAP_CONFIG "sl_config"
 #define SLUICE_MAP_SOCK_REVNAT "sl_sock_revnat"
 #define SLUICE_MAP_SOCK_OPTOUT "sl_sock_optout"
+#define SLUICE_MAP_AFFINITY "sl_affinity"
 #define SLUICE_MAP_IPCACHE "sl_ipcache"
 #define SLUICE_MAP_ENDPOINTS "sl_endpoints"
 #define SLUICE_MAP_POLICY "sl_policy"
@@ -41,6 +42,8 @@
 #define SLUICE_SOCK_REVNAT_MAX 262144
 /* Network namespaces (pods) that opted out of socket-level LB. */
 #define SLUICE_SOCK_OPTOUT_MAX 65536
+/* Session affinity: (client, frontend) → backend (LRU). */
+#define SLUICE_AFFINITY_MAX 262144
 /* NetworkPolicy: prefixes (pods, nodes, policy CIDRs) → identity. */
 #define SLUICE_IPCACHE_MAX 524288
 /* Local pods (policy enforcement flags). */
@@ -72,9 +75,12 @@ struct lb_service_key {
 
 /* lb_service.flags */
 #define LB_FLAG_NODEPORT (1 << 0)
+#define LB_FLAG_AFFINITY (1 << 1) /* sessionAffinity ClientIP (master) */
 
 struct lb_service {
-	__u32 backend_id; /* slot entries: the backend; master: 0 */
+	/* slot entries: the backend; master: the session affinity timeout in
+	 * seconds when LB_FLAG_AFFINITY is set, else 0 */
+	__u32 backend_id;
 	__u16 count;	  /* master: number of backend slots; slot entries: 0 */
 	__u16 pad0;
 	__u32 rev_nat_id; /* master: id in the rev-NAT map */
@@ -95,6 +101,27 @@ struct lb_revnat {
 	__be16 port;
 	__u8 proto;
 	__u8 pad0;
+};
+
+/*
+ * sl_affinity: which backend a client last got from a frontend with
+ * session affinity. The tc path names the client by its IPv4 address, the
+ * socket hooks by the network namespace cookie with AFFINITY_CLIENT_NETNS
+ * set (a pod is one namespace, and connect() may not know its source yet).
+ */
+#define AFFINITY_CLIENT_NETNS (1ULL << 63)
+
+struct affinity_key {
+	__u64 client;
+	__u32 rev_nat_id;
+	__u32 pad0;
+};
+
+struct affinity_entry {
+	__u64 last_used_ns; /* the client's last new flow to the frontend */
+	__u32 backend_id;
+	__u16 slot; /* where the backend was; checked, then searched by address */
+	__u16 pad0;
 };
 
 /* ct_key.dir */
@@ -384,6 +411,8 @@ _Static_assert(sizeof(struct ct_entry) == 40, "ct_entry layout");
 _Static_assert(sizeof(struct sluice_traffic) == 16, "sluice_traffic layout");
 _Static_assert(sizeof(struct sluice_event) == 72, "sluice_event layout");
 _Static_assert(sizeof(struct sluice_config) == 8, "sluice_config layout");
+_Static_assert(sizeof(struct affinity_key) == 16, "affinity_key layout");
+_Static_assert(sizeof(struct affinity_entry) == 16, "affinity_entry layout");
 _Static_assert(sizeof(struct ipcache_key) == 8, "ipcache_key layout");
 _Static_assert(sizeof(struct ipcache_entry) == 8, "ipcache_entry layout");
 _Static_assert(sizeof(struct endpoint_info) == 8, "endpoint_info layout");

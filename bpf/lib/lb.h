@@ -77,7 +77,7 @@ static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt,
 		return LB_NO_BACKEND;
 	}
 
-	backend = lb_select_backend(lookup_addr, pkt->dport, pkt->proto, svc->count, &backend_id);
+	backend = lb_select(svc, lookup_addr, pkt->dport, pkt->proto, pkt->saddr, &backend_id);
 	if (!backend) {
 		metric_inc(METRIC_DROP_INCONSISTENT_SLOT);
 		obs->reason = SLUICE_REASON_INCONSISTENT_SLOT;

@@ -21,30 +21,144 @@ static __always_inline struct lb_service *lb_lookup(__be32 addr, __be16 port, __
 	return bpf_map_lookup_elem(&sl_services, &key);
 }
 
+/* Session affinity: the backend a client last got from a frontend. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct affinity_key);
+	__type(value, struct affinity_entry);
+	__uint(max_entries, SLUICE_AFFINITY_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_affinity SEC(".maps");
+
+/* Slots are sorted by backend address (ip, port): at most this many steps
+ * of a binary search find one among 65535. */
+#define LB_SEARCH_STEPS 17
+
+static __always_inline __u64 backend_order(const struct lb_backend *b)
+{
+	return ((__u64)bpf_ntohl(b->address) << 16) | bpf_ntohs(b->port);
+}
+
 /**
- * lb_select_backend() - pick one of the frontend's backends at random.
- * @count: the master entry's backend count (non-zero).
+ * lb_find_slot() - the slot that now holds @want (a backend of this
+ * frontend before a change moved it), or 0 when it left the frontend.
+ */
+static __always_inline __u16 lb_find_slot(struct lb_service_key *key, __u16 count,
+					  const struct lb_backend *want)
+{
+	__u64 target = backend_order(want);
+	__u32 lo = 1, hi = count;
+	int i;
+
+	for (i = 0; i < LB_SEARCH_STEPS; i++) {
+		struct lb_service *slot;
+		struct lb_backend *b;
+		__u32 mid;
+		__u64 at;
+
+		if (lo > hi)
+			return 0;
+		mid = lo + (hi - lo) / 2;
+		key->slot = mid;
+		slot = bpf_map_lookup_elem(&sl_services, key);
+		if (!slot)
+			return 0;
+		b = bpf_map_lookup_elem(&sl_backends, &slot->backend_id);
+		if (!b)
+			return 0;
+		at = backend_order(b);
+		if (at == target)
+			return mid;
+		if (at < target)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return 0;
+}
+
+/**
+ * lb_affinity_backend() - the backend @aff names, if it is still one of the
+ * frontend's (at its slot, or moved by a change to another slot).
+ */
+static __always_inline struct lb_backend *lb_affinity_backend(struct lb_service_key *key,
+							      __u16 count,
+							      struct affinity_entry *aff)
+{
+	struct lb_service *slot;
+	struct lb_backend *b;
+
+	b = bpf_map_lookup_elem(&sl_backends, &aff->backend_id);
+	if (!b)
+		return NULL;
+	if (aff->slot >= 1 && aff->slot <= count) {
+		key->slot = aff->slot;
+		slot = bpf_map_lookup_elem(&sl_services, key);
+		if (slot && slot->backend_id == aff->backend_id)
+			return b;
+	}
+	aff->slot = lb_find_slot(key, count, b);
+	return aff->slot ? b : NULL;
+}
+
+/**
+ * lb_select() - pick a backend of frontend @svc for a new flow of @client.
+ * @client: the client's IPv4 address (tc) or AFFINITY_CLIENT_NETNS | netns
+ *          cookie (socket hooks): who session affinity sticks to.
+ *
+ * With session affinity (LB_FLAG_AFFINITY; the master's backend_id holds
+ * the timeout in seconds), a client that got a backend less than the
+ * timeout ago gets it again while it is still one of the frontend's; the
+ * timeout restarts with every new flow, as kube-proxy's `recent` match
+ * does. Otherwise a backend is picked at random.
  *
  * The reconciler writes slots before the master that counts them and shrinks
  * the master before deleting slots, so slot 1..count always exist; a miss here
  * means the maps are inconsistent and the packet is dropped, not misrouted.
  */
-static __always_inline struct lb_backend *lb_select_backend(__be32 addr, __be16 port, __u8 proto,
-							    __u16 count, __u32 *backend_id)
+static __always_inline struct lb_backend *lb_select(const struct lb_service *svc, __be32 addr,
+						    __be16 port, __u8 proto, __u64 client,
+						    __u32 *backend_id)
 {
 	struct lb_service_key key = {
 		.address = addr,
 		.port = port,
 		.proto = proto,
 	};
+	struct affinity_key ak = { .client = client, .rev_nat_id = svc->rev_nat_id };
+	struct affinity_entry fresh = {}, *aff = NULL;
 	struct lb_service *slot;
+	struct lb_backend *b;
+	__u16 count = svc->count;
+	__u64 now = 0;
 
+	if (svc->flags & LB_FLAG_AFFINITY) {
+		now = bpf_ktime_get_ns();
+		aff = bpf_map_lookup_elem(&sl_affinity, &ak);
+		if (aff && now - aff->last_used_ns <= (__u64)svc->backend_id * 1000000000ULL) {
+			b = lb_affinity_backend(&key, count, aff);
+			if (b) {
+				aff->last_used_ns = now;
+				*backend_id = aff->backend_id;
+				return b;
+			}
+		}
+	}
 	key.slot = (bpf_get_prandom_u32() % count) + 1;
 	slot = bpf_map_lookup_elem(&sl_services, &key);
 	if (!slot)
 		return NULL;
 	*backend_id = slot->backend_id;
-	return bpf_map_lookup_elem(&sl_backends, backend_id);
+	b = bpf_map_lookup_elem(&sl_backends, backend_id);
+	if (b && (svc->flags & LB_FLAG_AFFINITY)) {
+		fresh.last_used_ns = now;
+		fresh.backend_id = *backend_id;
+		fresh.slot = key.slot;
+		/* LRU: never fails for want of room; if it fails anyway the flow
+		 * still gets its backend, only not remembered. */
+		bpf_map_update_elem(&sl_affinity, &ak, &fresh, BPF_ANY);
+	}
+	return b;
 }
 
 #endif /* SLUICE_LB_SELECT_H */

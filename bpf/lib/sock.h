@@ -62,7 +62,7 @@ static __always_inline int sock_l4_proto(const struct bpf_sock_addr *ctx, __u8 *
 /**
  * sock_forward() - give a connect()/sendmsg() to a ClusterIP a backend.
  *
- * Selection is lb_select_backend(), as on the tc path. NodePort frontends
+ * Selection is lb_select(), as on the tc path. NodePort frontends
  * (0.0.0.0:port) are not matched: a socket addressing 0.0.0.0 means this
  * host, and NodePort traffic from pods keeps the tc path.
  */
@@ -90,7 +90,10 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 		metric_inc(METRIC_SOCK_NO_BACKEND);
 		return SOCK_REFUSED;
 	}
-	backend = lb_select_backend(addr, port, proto, svc->count, &backend_id);
+	/* The pod is its network namespace: connect() may not know its
+	 * source address yet, the namespace is known. */
+	backend = lb_select(svc, addr, port, proto,
+			    AFFINITY_CLIENT_NETNS | bpf_get_netns_cookie(ctx), &backend_id);
 	if (!backend) {
 		/* Inconsistent maps: leave it to tc, which counts and drops it. */
 		metric_inc(METRIC_DROP_INCONSISTENT_SLOT);

@@ -126,7 +126,14 @@ impl Reconciler {
                 count,
                 rev_nat_id,
                 flags,
-            } => m.upsert_master(frontend_key(frontend), *count, *rev_nat_id, *flags),
+                affinity_timeout,
+            } => m.upsert_master(
+                frontend_key(frontend),
+                *count,
+                *rev_nat_id,
+                *flags,
+                *affinity_timeout,
+            ),
             MapOp::DeleteMaster { frontend } => m.delete_service_entry(frontend_key(frontend), 0),
         }
     }
@@ -142,6 +149,7 @@ pub fn read_applied(maps: &LbMaps) -> Result<AppliedState, ReconcileError> {
                 count,
                 rev_nat_id,
                 flags,
+                affinity_timeout,
             } => {
                 st.masters.insert(
                     frontend_of(&frontend)?,
@@ -149,6 +157,7 @@ pub fn read_applied(maps: &LbMaps) -> Result<AppliedState, ReconcileError> {
                         count,
                         rev_nat_id,
                         flags,
+                        affinity_timeout,
                     },
                 );
             }

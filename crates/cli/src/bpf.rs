@@ -92,6 +92,9 @@ struct LbEntry {
     frontend: String,
     rev_nat_id: u32,
     nodeport: bool,
+    /// Session affinity timeout in seconds (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    affinity_seconds: Option<u32>,
     count: u16,
     /// Slot number → backend (`ip:port`, or `missing id N`).
     slots: BTreeMap<u16, String>,
@@ -112,6 +115,7 @@ fn lb_list(a: &MapArgs) -> Result<()> {
             count,
             rev_nat_id,
             flags,
+            affinity_timeout,
         } = *row
         {
             entries.insert(
@@ -120,6 +124,7 @@ fn lb_list(a: &MapArgs) -> Result<()> {
                     frontend: format!("{}:{}/{}", f.ip, f.port, proto_name(f.proto)),
                     rev_nat_id,
                     nodeport: flags & 1 != 0,
+                    affinity_seconds: (affinity_timeout > 0).then_some(affinity_timeout),
                     count,
                     slots: BTreeMap::new(),
                 },
@@ -160,7 +165,14 @@ fn lb_list(a: &MapArgs) -> Result<()> {
         t.add_row(vec![
             e.frontend.clone(),
             e.rev_nat_id.to_string(),
-            if e.nodeport { "NodePort" } else { "ClusterIP" }.to_string(),
+            match (e.nodeport, e.affinity_seconds) {
+                (true, None) => "NodePort".to_string(),
+                (false, None) => "ClusterIP".to_string(),
+                (np, Some(s)) => format!(
+                    "{}\naffinity {s}s",
+                    if np { "NodePort" } else { "ClusterIP" }
+                ),
+            },
             slots,
         ]);
     }

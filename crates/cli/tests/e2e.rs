@@ -1444,3 +1444,87 @@ async fn network_policy_is_enforced_explained_and_observable() {
     wait_reachability(&env, rev, true, "open after the policies are deleted").await;
     env.sb.teardown().unwrap();
 }
+
+/// Answers (pod names) of `count` HTTP requests through the socket path
+/// (a process in the client pod's cgroup) and the tc path (threads in its
+/// netns, outside the cgroup).
+async fn answers_both_paths(
+    env: &Env,
+    vip: SocketAddr,
+    count: usize,
+) -> [BTreeMap<String, usize>; 2] {
+    let mut socket = BTreeMap::new();
+    for o in probe(env, ProbeKind::Http, vip, count).await {
+        assert_eq!(o.error, None, "{o:#?}");
+        *socket.entry(o.answer.unwrap_or_default()).or_insert(0) += 1;
+    }
+    [socket, http_spread(&env.client.netns, vip, count)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_affinity_holds_on_both_paths_and_switches_live() {
+    let mut env = setup(3, SERVICES).await;
+    wait_services(&env.api, "web with 3 backends", |l| {
+        backends_of(l, "default/web", 80) == 3
+    })
+    .await;
+    let vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    let services = env.sb.manifests_dir().join("services.yaml");
+    let sticky = SERVICES.replacen(
+        "  selector: {app: web}\n",
+        "  selector: {app: web}\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}\n",
+        1,
+    );
+    assert_ne!(sticky, SERVICES);
+    let affinity_in_maps = |on: bool| {
+        let rows = sluice_lines(
+            &env.sb,
+            &["bpf", "lb", "list", "--node", env.sb.run_id(), "-o", "json"],
+        )
+        .join("\n");
+        let list: Vec<serde_json::Value> = serde_json::from_str(&rows).unwrap();
+        list.iter()
+            .filter(|e| {
+                e["frontend"]
+                    .as_str()
+                    .is_some_and(|f| f.starts_with("10.96.0.10:"))
+            })
+            .all(|e| e["affinity_seconds"].as_u64() == on.then_some(600))
+    };
+
+    for round in 0..2 {
+        std::fs::write(&services, &sticky).unwrap();
+        wait_until("affinity programmed", || affinity_in_maps(true)).await;
+        for (path, seen) in ["socket", "tc"]
+            .iter()
+            .zip(answers_both_paths(&env, vip, 20).await)
+        {
+            assert_eq!(
+                seen.len(),
+                1,
+                "round {round}, {path} path sticks to one pod: {seen:?}"
+            );
+        }
+        // Switched off live: new connections spread again.
+        std::fs::write(&services, SERVICES).unwrap();
+        wait_until("affinity removed", || affinity_in_maps(false)).await;
+        for (path, seen) in ["socket", "tc"]
+            .iter()
+            .zip(answers_both_paths(&env, vip, 30).await)
+        {
+            assert!(
+                seen.len() > 1,
+                "round {round}, {path} path spreads: {seen:?}"
+            );
+        }
+    }
+    env.sb.teardown().unwrap();
+}
+
+async fn wait_until(what: &str, pred: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -43,6 +43,7 @@ fn service(i: u32) -> Change {
             target_port: TargetPort::Number(8080),
             node_port: None,
         }],
+        session_affinity_timeout: None,
     }))
 }
 

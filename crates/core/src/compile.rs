@@ -18,7 +18,7 @@ use crate::ids::{IdAllocator, IdError};
 use crate::index::{Key, Objects};
 pub use crate::model::Protocol;
 use crate::model::{Change, Service};
-use crate::plan::{plan_frontend, AppliedState, MapOp, Master, FLAG_NODE_PORT};
+use crate::plan::{plan_frontend, AppliedState, MapOp, Master, FLAG_AFFINITY, FLAG_NODE_PORT};
 
 /// A service address as the datapath matches it. `ip` 0.0.0.0 is a
 /// NodePort: it matches every node address.
@@ -65,6 +65,9 @@ pub struct DesiredService {
     pub rev_nat_id: u32,
     /// Slot order: backends sorted by address.
     pub backend_ids: Vec<u32>,
+    /// Session affinity (ClientIP) timeout in seconds; 0 = none.
+    #[serde(default)]
+    pub affinity_timeout: u32,
 }
 
 impl DesiredService {
@@ -76,7 +79,12 @@ impl DesiredService {
             flags: match self.kind {
                 FrontendKind::NodePort => FLAG_NODE_PORT,
                 FrontendKind::ClusterIp => 0,
+            } | if self.affinity_timeout > 0 {
+                FLAG_AFFINITY
+            } else {
+                0
             },
+            affinity_timeout: self.affinity_timeout,
         }
     }
 }
@@ -122,6 +130,7 @@ struct Spec {
     kind: FrontendKind,
     port_name: String,
     backends: Vec<BackendAddr>,
+    affinity_timeout: u32,
 }
 
 /// IDs taken during a batch, released only at its end so that an ID freed
@@ -242,6 +251,7 @@ impl Engine {
                     kind,
                     port_name: port.name.clone(),
                     backends: backends.clone(),
+                    affinity_timeout: svc.session_affinity_timeout.unwrap_or(0),
                 })
             };
             push(
@@ -358,6 +368,7 @@ impl Engine {
                     kind: s.kind,
                     rev_nat_id,
                     backend_ids,
+                    affinity_timeout: s.affinity_timeout,
                 });
             }
             Ok(())

@@ -190,7 +190,15 @@ pub struct Service {
     pub cluster_ip: Option<Ipv4Addr>,
     pub selector: BTreeMap<String, String>,
     pub ports: Vec<ServicePort>,
+    /// `sessionAffinity: ClientIP`: its timeout in seconds
+    /// (`sessionAffinityConfig.clientIP.timeoutSeconds`, default 10800).
+    #[serde(default)]
+    pub session_affinity_timeout: Option<u32>,
 }
+
+/// Kubernetes' default and largest `sessionAffinityConfig.clientIP.timeoutSeconds`.
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 
 impl Service {
     /// Whether Sluice programs this Service at all. Mirrors kube-proxy:

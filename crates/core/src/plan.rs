@@ -16,6 +16,8 @@ use crate::compile::{BackendAddr, DesiredState, Frontend};
 
 /// Master flag: this frontend is a NodePort (matches every node address).
 pub const FLAG_NODE_PORT: u8 = 1;
+/// `LB_FLAG_AFFINITY`: new flows of a client stick to its last backend.
+pub const FLAG_AFFINITY: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MapOp {
@@ -47,6 +49,7 @@ pub enum MapOp {
         count: u16,
         rev_nat_id: u32,
         flags: u8,
+        affinity_timeout: u32,
     },
     DeleteMaster {
         frontend: Frontend,
@@ -59,6 +62,9 @@ pub struct Master {
     pub count: u16,
     pub rev_nat_id: u32,
     pub flags: u8,
+    /// Session affinity timeout in seconds; 0 = none (FLAG_AFFINITY unset).
+    #[serde(default)]
+    pub affinity_timeout: u32,
 }
 
 /// What the maps hold, at the granularity of [`MapOp`]. The agent fills it
@@ -118,6 +124,7 @@ impl AppliedState {
                 count,
                 rev_nat_id,
                 flags,
+                affinity_timeout,
             } => {
                 self.masters.insert(
                     frontend,
@@ -125,6 +132,7 @@ impl AppliedState {
                         count,
                         rev_nat_id,
                         flags,
+                        affinity_timeout,
                     },
                 );
             }
@@ -201,6 +209,7 @@ pub(crate) fn plan_frontend(
             count: master.count,
             rev_nat_id: master.rev_nat_id,
             flags: master.flags,
+            affinity_timeout: master.affinity_timeout,
         });
     }
     delete_slots_from(fe, old_slots, slots.len(), out);

@@ -79,6 +79,21 @@ pub struct RawServiceSpec {
     pub cluster_ips: Vec<String>,
     pub selector: BTreeMap<String, String>,
     pub ports: Vec<RawServicePort>,
+    pub session_affinity: Option<String>,
+    pub session_affinity_config: Option<RawAffinityConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RawAffinityConfig {
+    #[serde(rename = "clientIP")]
+    pub client_ip: Option<RawClientIpConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RawClientIpConfig {
+    pub timeout_seconds: Option<i64>,
 }
 
 /// Kubernetes `IntOrString`.

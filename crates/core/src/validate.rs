@@ -6,7 +6,8 @@ use crate::config::CompileConfig;
 use crate::error::ObjectError;
 use crate::model::{
     AddressType, ContainerPort, Endpoint, EndpointPort, EndpointSlice, Meta, Namespace, Pod,
-    Protocol, Service, ServicePort, ServiceType, TargetPort, TargetRef, SERVICE_NAME_LABEL,
+    Protocol, Service, ServicePort, ServiceType, TargetPort, TargetRef, DEFAULT_AFFINITY_TIMEOUT,
+    MAX_AFFINITY_TIMEOUT, SERVICE_NAME_LABEL,
 };
 use crate::raw::{
     IntOrString, RawEndpointSlice, RawMeta, RawNamespace, RawPod, RawService, RawServicePort,
@@ -191,9 +192,17 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             cluster_ip: None,
             selector: spec.selector,
             ports: Vec::new(),
+            session_affinity_timeout: None,
         });
     }
     let cluster_ip = cluster_ip(spec.cluster_ip.as_deref(), &spec.cluster_ips)?;
+    let session_affinity_timeout = session_affinity(
+        spec.session_affinity.as_deref(),
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds),
+    )?;
     let node_ports = matches!(
         service_type,
         ServiceType::NodePort | ServiceType::LoadBalancer
@@ -227,7 +236,29 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
         cluster_ip,
         selector: spec.selector,
         ports,
+        session_affinity_timeout,
     })
+}
+
+/// `sessionAffinity` and its timeout, as the API server validates them.
+fn session_affinity(kind: Option<&str>, timeout: Option<i64>) -> Result<Option<u32>> {
+    match kind {
+        None | Some("None") => Ok(None),
+        Some("ClientIP") => match timeout {
+            None => Ok(Some(DEFAULT_AFFINITY_TIMEOUT)),
+            Some(t) => match u32::try_from(t) {
+                Ok(t) if (1..=MAX_AFFINITY_TIMEOUT).contains(&t) => Ok(Some(t)),
+                _ => Err(ObjectError::invalid(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    format!("{t} is out of range (1..={MAX_AFFINITY_TIMEOUT})"),
+                )),
+            },
+        },
+        Some(other) => Err(ObjectError::invalid(
+            "spec.sessionAffinity",
+            format!("{other:?} is not one of None, ClientIP"),
+        )),
+    }
 }
 
 fn address_type(s: Option<&str>) -> Result<AddressType> {

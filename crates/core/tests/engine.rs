@@ -281,6 +281,7 @@ fn plan_full_frees_entries_before_writing_new_ones() {
             count: 1,
             rev_nat_id: 1,
             flags: 0,
+            affinity_timeout: 0,
         },
     );
     applied.slots.insert((old, 1), 1);
@@ -295,6 +296,7 @@ fn plan_full_frees_entries_before_writing_new_ones() {
             kind: FrontendKind::ClusterIp,
             rev_nat_id: 2,
             backend_ids: vec![1],
+            affinity_timeout: 0,
         },
     );
     let ops = plan_full(&desired, &applied);
@@ -312,4 +314,43 @@ fn plan_full_frees_entries_before_writing_new_ones() {
         assert!(st.invariant_violations().is_empty(), "after {op:?}");
     }
     assert_eq!(st, AppliedState::from_desired(&desired));
+}
+
+/// Session affinity rides in the master entry (flag + timeout); switching it
+/// off or on live rewrites only the masters, never the slots.
+#[test]
+fn session_affinity_switches_live_in_the_master() {
+    let with = |affinity: &str| {
+        format!(
+            "{SVC}{affinity}---\n{}",
+            pod("web-1", "10.244.0.5", "web", Some(8080))
+        )
+    };
+    let mut engine = Engine::new(CompileConfig::default());
+    engine.apply(&changes(&with("")));
+    let master_flags = |e: &Engine| -> Vec<(u8, u32)> {
+        e.service("default", "web")
+            .iter()
+            .map(|d| (d.master().flags, d.master().affinity_timeout))
+            .collect()
+    };
+    assert_eq!(master_flags(&engine), vec![(0, 0), (1, 0)]);
+    let on =
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n";
+    let plan = engine.apply(&changes(&with(on)));
+    assert_eq!(master_flags(&engine), vec![(2, 60), (1 | 2, 60)]);
+    assert!(
+        plan.ops.iter().all(|op| matches!(
+            op,
+            MapOp::UpsertMaster {
+                affinity_timeout: 60,
+                ..
+            }
+        )),
+        "only the two masters change: {:?}",
+        plan.ops
+    );
+    assert_eq!(plan.ops.len(), 2);
+    engine.apply(&changes(&with("")));
+    assert_eq!(master_flags(&engine), vec![(0, 0), (1, 0)]);
 }

@@ -224,3 +224,48 @@ fn wrong_shape_is_a_yaml_error_with_name() {
         errs[0]
     );
 }
+
+#[test]
+fn session_affinity_is_validated_with_kubernetes_defaults() {
+    let svc = |extra: &str| {
+        format!(
+            "kind: Service\nmetadata: {{name: s}}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{{port: 80}}]\n{extra}"
+        )
+    };
+    let timeout_of = |text: &str| {
+        let out = parse_documents("s.yaml", text);
+        assert!(out.rejections.is_empty(), "{:?}", out.rejections);
+        match &out.objects[0].0 {
+            Object::Service(s) => s.session_affinity_timeout,
+            _ => panic!("not a service"),
+        }
+    };
+    assert_eq!(timeout_of(&svc("")), None);
+    assert_eq!(timeout_of(&svc("  sessionAffinity: None\n")), None);
+    assert_eq!(
+        timeout_of(&svc("  sessionAffinity: ClientIP\n")),
+        Some(10800)
+    );
+    assert_eq!(
+        timeout_of(&svc(
+            "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 30}}\n"
+        )),
+        Some(30)
+    );
+    for (t, shown) in [("0", "0"), ("86401", "86401"), ("-5", "-5")] {
+        let errs = errors(
+            "s.yaml",
+            &svc(&format!(
+                "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: {t}}}}}\n"
+            )),
+        );
+        assert_eq!(
+            errs,
+            vec![format!("s.yaml: Service default/s: spec.sessionAffinityConfig.clientIP.timeoutSeconds: {shown} is out of range (1..=86400)")]
+        );
+    }
+    assert_eq!(
+        errors("s.yaml", &svc("  sessionAffinity: Sticky\n")),
+        vec![r#"s.yaml: Service default/s: spec.sessionAffinity: "Sticky" is not one of None, ClientIP"#.to_string()]
+    );
+}

@@ -66,6 +66,8 @@ fn service(i: u8, app: usize, node_port: bool, two_ports: bool, named: bool) -> 
         cluster_ip: Some(Ipv4Addr::new(10, 96, 0, i)),
         selector: BTreeMap::from([("app".to_string(), APPS[app].to_string())]),
         ports,
+        // Some Services with session affinity: its timeout rides in the master.
+        session_affinity_timeout: i.is_multiple_of(3).then_some(30),
     }))
 }
 

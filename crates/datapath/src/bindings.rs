@@ -24,3 +24,5 @@ unsafe impl aya::Pod for policy_match {}
 unsafe impl aya::Pod for policy_entry {}
 unsafe impl aya::Pod for pol_ct_key {}
 unsafe impl aya::Pod for pol_ct_entry {}
+unsafe impl aya::Pod for affinity_key {}
+unsafe impl aya::Pod for affinity_entry {}

@@ -56,6 +56,8 @@ pub enum ServiceRow {
         count: u16,
         rev_nat_id: u32,
         flags: u8,
+        /// Session affinity timeout in seconds (0 = none).
+        affinity_timeout: u32,
     },
     Slot {
         frontend: FrontendKey,
@@ -232,17 +234,21 @@ impl LbMaps {
         })
     }
 
+    /// `affinity_timeout`: seconds of session affinity (0 = none; the
+    /// caller sets `LB_FLAG_AFFINITY` in `flags` with it).
     pub fn upsert_master(
         &mut self,
         f: FrontendKey,
         count: u16,
         rev_nat_id: u32,
         flags: u8,
+        affinity_timeout: u32,
     ) -> Result<(), MapsError> {
         let v = lb_service {
             count,
             rev_nat_id,
             flags,
+            backend_id: affinity_timeout,
             ..Default::default()
         };
         self.services
@@ -297,6 +303,7 @@ impl LbMaps {
                     count: v.count,
                     rev_nat_id: v.rev_nat_id,
                     flags: v.flags,
+                    affinity_timeout: v.backend_id,
                 }
             } else {
                 ServiceRow::Slot {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use etherparse::{Icmpv4Header, Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use sluice_datapath::bindings::{affinity_entry, affinity_key};
 use sluice_datapath::events::{
     reason_code, EventKind, FlowEvent, SLUICE_EVENT_F_NEW_FLOW, SLUICE_EVENT_F_POLICY_INGRESS,
     SLUICE_EVENT_F_REPLIED, SLUICE_EVENT_F_REPLY,
@@ -101,7 +102,7 @@ impl Harness {
         }
         self.maps.upsert_revnat(rev_nat, f).unwrap();
         self.maps
-            .upsert_master(f, backends.len() as u16, rev_nat, u8::from(nodeport))
+            .upsert_master(f, backends.len() as u16, rev_nat, u8::from(nodeport), 0)
             .unwrap();
     }
 
@@ -446,7 +447,7 @@ fn nodeport_from_outside_and_its_reply() {
 fn inconsistent_master_drops_instead_of_misrouting() {
     let mut h = Harness::new();
     let f = fe(VIP, 80, TCP);
-    h.maps.upsert_master(f, 3, 1, 0).unwrap(); // slots never written
+    h.maps.upsert_master(f, 3, 1, 0, 0).unwrap(); // slots never written
     let (verdict, _) = h.run(
         Program::FromPod,
         &tcp_syn((CLIENT, 43000), (VIP, 80), false),
@@ -550,7 +551,7 @@ fn a_refused_connection_emits_a_drop_event_with_its_reason() {
 #[test]
 fn an_inconsistent_service_drop_is_reported() {
     let mut h = Harness::new();
-    h.maps.upsert_master(fe(VIP, 80, TCP), 2, 6, 0).unwrap();
+    h.maps.upsert_master(fe(VIP, 80, TCP), 2, 6, 0, 0).unwrap();
     let (verdict, _) = h.run(
         Program::FromPod,
         &tcp_syn((CLIENT, 46000), (VIP, 80), false),
@@ -1081,4 +1082,158 @@ fn a_rev_natted_reply_to_an_isolated_client_passes() {
     // A packet from the Service address that belongs to no flow is judged.
     let stray = tcp_with((VIP, 80), (CLIENT, 44101), "syn|ack");
     assert_eq!(h.run(Program::ToPod, &stray).0, TC_ACT_SHOT);
+}
+
+// ---------------------------------------------------------------- session affinity
+
+const LB_FLAG_AFFINITY: u8 = 2;
+const BACKEND_C: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 7);
+
+impl Harness {
+    /// A frontend whose backends sit in address order, as the agent writes them.
+    fn affinity_service(&mut self, f: FrontendKey, timeout: u32, backends: &[(u32, Ipv4Addr)]) {
+        for (slot, (id, ip)) in backends.iter().enumerate() {
+            self.maps
+                .upsert_backend(
+                    *id,
+                    BackendEntry {
+                        ip: *ip,
+                        port: 8080,
+                        proto: f.proto,
+                    },
+                )
+                .unwrap();
+            self.maps.upsert_slot(f, slot as u16 + 1, *id).unwrap();
+        }
+        self.maps.upsert_revnat(9, f).unwrap();
+        let flags = if timeout > 0 { LB_FLAG_AFFINITY } else { 0 };
+        self.maps
+            .upsert_master(f, backends.len() as u16, 9, flags, timeout)
+            .unwrap();
+    }
+
+    fn backend_of_new_flow(&mut self, client: Ipv4Addr, sport: u16) -> Ipv4Addr {
+        let (v, out) = self.run(
+            Program::FromPod,
+            &tcp_syn((client, sport), (VIP, 80), false),
+        );
+        assert_eq!(v, TC_ACT_OK);
+        tuple_checked(&out).1 .0
+    }
+
+    fn affinity_map(&self) -> aya::maps::HashMap<aya::maps::MapData, affinity_key, affinity_entry> {
+        let data = aya::maps::MapData::from_pin(self.dp.pin_dir().join("sl_affinity")).unwrap();
+        aya::maps::Map::from_map_data(data)
+            .unwrap()
+            .try_into()
+            .unwrap()
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn session_affinity_keeps_a_client_on_its_backend_and_survives_slot_moves() {
+    let mut h = Harness::new();
+    let f = fe(VIP, 80, TCP);
+    let all = [(1, BACKEND_A), (2, BACKEND_B), (3, BACKEND_C)];
+    h.affinity_service(f, 60, &all);
+    let first = h.backend_of_new_flow(CLIENT, 50000);
+    for sport in 50001..50030 {
+        assert_eq!(h.backend_of_new_flow(CLIENT, sport), first, "sticky");
+    }
+    // 16 clients are on C (slot 3, written here so the case is the same
+    // every run); A leaves and C moves to slot 2 (slots stay in address
+    // order): the stale slot is searched and every client keeps C (picking
+    // at random instead would keep all 16 with probability 2^-16).
+    let clients: Vec<Ipv4Addr> = (1..=16).map(|i| Ipv4Addr::new(10, 244, 1, i)).collect();
+    let mut aff = h.affinity_map();
+    for c in &clients {
+        let key = affinity_key {
+            client: u64::from(u32::from_ne_bytes(c.octets())),
+            rev_nat_id: 9,
+            pad0: 0,
+        };
+        let on_c = affinity_entry {
+            last_used_ns: monotonic_ns(),
+            backend_id: 3,
+            slot: 3,
+            pad0: 0,
+        };
+        aff.insert(key, on_c, 0).unwrap();
+    }
+    assert_eq!(h.backend_of_new_flow(clients[0], 50030), BACKEND_C);
+    h.maps.upsert_slot(f, 1, 2).unwrap();
+    h.maps.upsert_slot(f, 2, 3).unwrap();
+    h.maps.upsert_master(f, 2, 9, LB_FLAG_AFFINITY, 60).unwrap();
+    h.maps.delete_service_entry(f, 3).unwrap();
+    for c in &clients {
+        assert_eq!(
+            h.backend_of_new_flow(*c, 50031),
+            BACKEND_C,
+            "after the move"
+        );
+    }
+    // Their backend leaves: they get the one left, and stick to it.
+    h.maps.upsert_master(f, 1, 9, LB_FLAG_AFFINITY, 60).unwrap();
+    h.maps.delete_service_entry(f, 2).unwrap();
+    for sport in 50040..50045 {
+        assert_eq!(h.backend_of_new_flow(clients[1], sport), BACKEND_B);
+    }
+}
+
+#[test]
+fn without_affinity_new_flows_spread_and_an_expired_affinity_reselects() {
+    let mut h = Harness::new();
+    let f = fe(VIP, 80, TCP);
+    h.affinity_service(f, 0, &[(1, BACKEND_A), (2, BACKEND_B), (3, BACKEND_C)]);
+    let seen: std::collections::BTreeSet<Ipv4Addr> = (0..40)
+        .map(|i| h.backend_of_new_flow(CLIENT, 51000 + i))
+        .collect();
+    assert!(seen.len() > 1, "switched off: spread ({seen:?})");
+
+    // Switched on live, with a 5 s timeout. An entry older than that is
+    // not honoured: over 20 tries at least one new flow must land elsewhere
+    // than the stale entry says (each try: 1/3 chance to match by luck).
+    h.maps.upsert_master(f, 3, 9, LB_FLAG_AFFINITY, 5).unwrap();
+    let key = affinity_key {
+        client: u64::from(u32::from_ne_bytes(CLIENT.octets())),
+        rev_nat_id: 9,
+        pad0: 0,
+    };
+    let mut aff = h.affinity_map();
+    let mut moved = false;
+    for i in 0..20 {
+        let stale = affinity_entry {
+            last_used_ns: monotonic_ns() - 6_000_000_000,
+            backend_id: 1,
+            slot: 1,
+            pad0: 0,
+        };
+        aff.insert(key, stale, 0).unwrap();
+        if h.backend_of_new_flow(CLIENT, 52000 + i) != BACKEND_A {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "a stale affinity entry was honoured");
+    // A fresh one is.
+    let fresh = affinity_entry {
+        last_used_ns: monotonic_ns(),
+        backend_id: 2,
+        slot: 2,
+        pad0: 0,
+    };
+    aff.insert(key, fresh, 0).unwrap();
+    for i in 0..10 {
+        assert_eq!(h.backend_of_new_flow(CLIENT, 53000 + i), BACKEND_B);
+    }
 }
