@@ -76,6 +76,9 @@ struct lb_service_key {
 /* lb_service.flags */
 #define LB_FLAG_NODEPORT (1 << 0)
 #define LB_FLAG_AFFINITY (1 << 1) /* sessionAffinity ClientIP (master) */
+/* No backend: drop instead of refusing (internalTrafficPolicy Local with no
+ * local endpoint, as kube-proxy does). */
+#define LB_FLAG_DROP_NO_BACKEND (1 << 2)
 
 struct lb_service {
 	/* slot entries: the backend; master: the session affinity timeout in
@@ -212,6 +215,7 @@ enum sluice_drop_reason {
 	SLUICE_REASON_NAT_FAILED = 6,	     /* a rewrite helper failed */
 	SLUICE_REASON_UNSUPPORTED_PROTOCOL = 7, /* a Service frontend we cannot translate */
 	SLUICE_REASON_POLICY_DENIED = 8,      /* NetworkPolicy: denied by rule_id (0: default deny) */
+	SLUICE_REASON_NO_LOCAL_BACKEND = 9,   /* internalTrafficPolicy Local, no endpoint on this node */
 	SLUICE_REASON_MAX = 16,
 };
 

@@ -73,6 +73,10 @@ static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt,
 		obs->flags |= SLUICE_EVENT_F_NODEPORT;
 	if (svc->count == 0) {
 		metric_inc(METRIC_DROP_NO_BACKEND);
+		if (svc->flags & LB_FLAG_DROP_NO_BACKEND) {
+			obs->reason = SLUICE_REASON_NO_LOCAL_BACKEND;
+			return LB_DROP;
+		}
 		obs->reason = SLUICE_REASON_NO_SERVICE_BACKEND;
 		return LB_NO_BACKEND;
 	}

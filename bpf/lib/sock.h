@@ -87,6 +87,9 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	if (bpf_map_lookup_elem(&sl_sock_optout, &netns))
 		return SOCK_PASS;
 	if (svc->count == 0) {
+		/* Dropped, not refused: the tc path drops (and reports) it. */
+		if (svc->flags & LB_FLAG_DROP_NO_BACKEND)
+			return SOCK_PASS;
 		metric_inc(METRIC_SOCK_NO_BACKEND);
 		return SOCK_REFUSED;
 	}

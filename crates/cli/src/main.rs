@@ -255,6 +255,8 @@ fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
 async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
     let compile = sluice_core::CompileConfig {
         node_port_range: parse_range(&a.nodeport_range)?,
+        // EndpointSlice endpoints with this nodeName are local to this node.
+        node_name: Some(a.node_name.clone()),
     };
     let map_sizes = sluice_datapath::loader::MapSizes {
         ct: a.ct_map_size,

@@ -1528,3 +1528,68 @@ async fn wait_until(what: &str, pred: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_traffic_policy_local_on_both_paths() {
+    let mut env = setup(2, SERVICES).await;
+    let node = env.sb.run_id().to_string();
+    let slice = |eps: &[(&Pod, &str)]| {
+        let mut s = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: itp, namespace: default}}\nspec:\n  clusterIP: 10.96.0.30\n  internalTrafficPolicy: Local\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: itp-1, namespace: default, labels: {{kubernetes.io/service-name: itp}}}}\naddressType: IPv4\nports: [{{name: http, port: {HTTP}}}]\nendpoints:\n"
+        );
+        for (pod, on) in eps {
+            s.push_str(&format!("- {{addresses: [{}], nodeName: {on}}}\n", pod.ip));
+        }
+        s
+    };
+    let vip: SocketAddr = "10.96.0.30:80".parse().unwrap();
+    let file = env.sb.manifests_dir().join("itp.yaml");
+    // web-1 is on this node, web-2 (as far as the slice says) elsewhere.
+    std::fs::write(
+        &file,
+        slice(&[(&env.web[0], &node), (&env.web[1], "elsewhere")]),
+    )
+    .unwrap();
+    wait_services(&env.api, "itp with its local endpoint", |l| {
+        backends_of(l, "default/itp", 80) == 1
+    })
+    .await;
+    for (path, seen) in ["socket", "tc"]
+        .iter()
+        .zip(answers_both_paths(&env, vip, 10).await)
+    {
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            vec!["default/web-1"],
+            "{path} path: only the local endpoint"
+        );
+    }
+
+    // No local endpoint: dropped on both paths (a timeout, not a refusal).
+    std::fs::write(&file, slice(&[(&env.web[1], "elsewhere")])).unwrap();
+    wait_services(&env.api, "itp without a local endpoint", |l| {
+        backends_of(l, "default/itp", 80) == 0
+    })
+    .await;
+    for o in probe(&env, ProbeKind::Http, vip, 2).await {
+        assert!(
+            !o.refused && o.error.is_some(),
+            "socket path: dropped, not refused: {o:#?}"
+        );
+    }
+    let netns = env.client.netns.clone();
+    let tc =
+        run_in_netns(&netns, move || http_get(vip, Duration::from_millis(300))).expect("netns");
+    assert!(
+        tc.as_ref().is_err_and(|e| e.is_timeout()),
+        "tc path: dropped: {tc:?}"
+    );
+    wait_flow(
+        &env.sb,
+        &["--verdict", "DROPPED", "--drop-reason", "no_local_backend"],
+        "the drop, with its reason",
+        |f| f["service"]["name"] == "default/itp",
+    )
+    .await;
+    env.sb.teardown().unwrap();
+}

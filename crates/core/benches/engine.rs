@@ -44,6 +44,7 @@ fn service(i: u32) -> Change {
             node_port: None,
         }],
         session_affinity_timeout: None,
+        internal_traffic_local: false,
     }))
 }
 

@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::CompileConfig;
-use crate::endpoints::backends_for;
+use crate::endpoints::{backends_for, Scope};
 use crate::ids::{IdAllocator, IdError};
 use crate::index::{Key, Objects};
 pub use crate::model::Protocol;
 use crate::model::{Change, Service};
-use crate::plan::{plan_frontend, AppliedState, MapOp, Master, FLAG_AFFINITY, FLAG_NODE_PORT};
+use crate::plan::{
+    plan_frontend, AppliedState, MapOp, Master, FLAG_AFFINITY, FLAG_DROP_NO_BACKEND, FLAG_NODE_PORT,
+};
 
 /// A service address as the datapath matches it. `ip` 0.0.0.0 is a
 /// NodePort: it matches every node address.
@@ -68,6 +70,9 @@ pub struct DesiredService {
     /// Session affinity (ClientIP) timeout in seconds; 0 = none.
     #[serde(default)]
     pub affinity_timeout: u32,
+    /// With no backend, drop (internalTrafficPolicy Local) instead of refusing.
+    #[serde(default)]
+    pub drop_no_backend: bool,
 }
 
 impl DesiredService {
@@ -81,6 +86,10 @@ impl DesiredService {
                 FrontendKind::ClusterIp => 0,
             } | if self.affinity_timeout > 0 {
                 FLAG_AFFINITY
+            } else {
+                0
+            } | if self.drop_no_backend {
+                FLAG_DROP_NO_BACKEND
             } else {
                 0
             },
@@ -131,6 +140,7 @@ struct Spec {
     port_name: String,
     backends: Vec<BackendAddr>,
     affinity_timeout: u32,
+    drop_no_backend: bool,
 }
 
 /// IDs taken during a batch, released only at its end so that an ID freed
@@ -235,23 +245,41 @@ impl Engine {
         };
         let mut specs = Vec::new();
         for port in &svc.ports {
-            let mut backends = backends_for(&self.objects, key, svc, port);
-            let max = usize::from(u16::MAX);
-            if backends.len() > max {
-                errors.push(CompileError::TooManyBackends {
-                    service: service_name(key),
-                    port_name: port.name.clone(),
-                    count: backends.len(),
-                });
-                backends.truncate(max);
-            }
-            let mut push = |frontend, kind| {
+            let mut limited = |mut backends: Vec<BackendAddr>| {
+                let max = usize::from(u16::MAX);
+                if backends.len() > max {
+                    errors.push(CompileError::TooManyBackends {
+                        service: service_name(key),
+                        port_name: port.name.clone(),
+                        count: backends.len(),
+                    });
+                    backends.truncate(max);
+                }
+                backends
+            };
+            let cluster = limited(backends_for(&self.objects, key, svc, port, Scope::Cluster));
+            // internalTrafficPolicy governs the ClusterIP only; NodePort
+            // traffic follows externalTrafficPolicy (Cluster here).
+            let internal = if svc.internal_traffic_local {
+                let node = self.config.node_name.as_deref();
+                limited(backends_for(
+                    &self.objects,
+                    key,
+                    svc,
+                    port,
+                    Scope::Node(node),
+                ))
+            } else {
+                cluster.clone()
+            };
+            let mut push = |frontend, kind, backends: Vec<BackendAddr>, drop_no_backend| {
                 specs.push(Spec {
                     frontend,
                     kind,
                     port_name: port.name.clone(),
-                    backends: backends.clone(),
+                    backends,
                     affinity_timeout: svc.session_affinity_timeout.unwrap_or(0),
+                    drop_no_backend,
                 })
             };
             push(
@@ -261,6 +289,8 @@ impl Engine {
                     proto: port.protocol,
                 },
                 FrontendKind::ClusterIp,
+                internal,
+                svc.internal_traffic_local,
             );
             if let Some(np) = port.node_port.filter(|_| svc.has_node_ports()) {
                 push(
@@ -270,6 +300,8 @@ impl Engine {
                         proto: port.protocol,
                     },
                     FrontendKind::NodePort,
+                    cluster,
+                    false,
                 );
             }
         }
@@ -369,6 +401,7 @@ impl Engine {
                     rev_nat_id,
                     backend_ids,
                     affinity_timeout: s.affinity_timeout,
+                    drop_no_backend: s.drop_no_backend,
                 });
             }
             Ok(())

@@ -2,18 +2,38 @@
 
 use crate::compile::BackendAddr;
 use crate::index::{Key, Objects};
-use crate::model::{Pod, Service, ServicePort, TargetPort};
+use crate::model::{Endpoint, Pod, Service, ServicePort, TargetPort};
+
+/// Which endpoints of the slices a frontend may use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope<'a> {
+    /// Every endpoint (externally reachable frontends, iTP Cluster).
+    Cluster,
+    /// Only endpoints whose `nodeName` is this node (iTP Local).
+    Node(Option<&'a str>),
+}
 
 /// Backends for one Service port, sorted and deduplicated so every node
 /// (and every run) fills slots in the same order.
+///
+/// As kube-proxy: ready endpoints; when none is ready, the ones still
+/// serving while terminating (a rolling update's last pods keep their
+/// connections' Service working). Pods selected without EndpointSlices
+/// count as ready and, having no node name, as local.
 pub(crate) fn backends_for(
     objects: &Objects,
     key: &Key,
     svc: &Service,
     port: &ServicePort,
+    scope: Scope<'_>,
 ) -> Vec<BackendAddr> {
     let mut out = if objects.has_slices(key) {
-        from_slices(objects, key, port)
+        let ready = from_slices(objects, key, port, scope, |e| e.ready);
+        if ready.is_empty() {
+            from_slices(objects, key, port, scope, |e| e.serving && e.terminating)
+        } else {
+            ready
+        }
     } else {
         objects
             .selected_pods(svc)
@@ -27,7 +47,17 @@ pub(crate) fn backends_for(
 
 /// Slices are matched to the Service port by port name (and protocol), like
 /// kube-proxy; the slice supplies the numeric target port.
-fn from_slices(objects: &Objects, key: &Key, port: &ServicePort) -> Vec<BackendAddr> {
+fn from_slices(
+    objects: &Objects,
+    key: &Key,
+    port: &ServicePort,
+    scope: Scope<'_>,
+    usable: impl Fn(&Endpoint) -> bool,
+) -> Vec<BackendAddr> {
+    let in_scope = |e: &Endpoint| match scope {
+        Scope::Cluster => true,
+        Scope::Node(node) => node.is_some() && e.node_name.as_deref() == node,
+    };
     let mut out = Vec::new();
     for slice in objects.slices_of(key) {
         let Some(target) = slice
@@ -38,7 +68,7 @@ fn from_slices(objects: &Objects, key: &Key, port: &ServicePort) -> Vec<BackendA
         else {
             continue;
         };
-        for ep in slice.endpoints.iter().filter(|e| e.ready) {
+        for ep in slice.endpoints.iter().filter(|e| usable(e) && in_scope(e)) {
             // Consumers use only the first address: the others are
             // interchangeable aliases of the same endpoint.
             if let Some(&ip) = ep.addresses.first() {

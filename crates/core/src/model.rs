@@ -194,6 +194,10 @@ pub struct Service {
     /// (`sessionAffinityConfig.clientIP.timeoutSeconds`, default 10800).
     #[serde(default)]
     pub session_affinity_timeout: Option<u32>,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic only to endpoints
+    /// on this node; none there means DROP.
+    #[serde(default)]
+    pub internal_traffic_local: bool,
 }
 
 /// Kubernetes' default and largest `sessionAffinityConfig.clientIP.timeoutSeconds`.

@@ -18,6 +18,9 @@ use crate::compile::{BackendAddr, DesiredState, Frontend};
 pub const FLAG_NODE_PORT: u8 = 1;
 /// `LB_FLAG_AFFINITY`: new flows of a client stick to its last backend.
 pub const FLAG_AFFINITY: u8 = 2;
+/// `LB_FLAG_DROP_NO_BACKEND`: with no backend, drop instead of refusing
+/// (internalTrafficPolicy Local with no local endpoint, as kube-proxy does).
+pub const FLAG_DROP_NO_BACKEND: u8 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MapOp {

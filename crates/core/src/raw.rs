@@ -81,6 +81,7 @@ pub struct RawServiceSpec {
     pub ports: Vec<RawServicePort>,
     pub session_affinity: Option<String>,
     pub session_affinity_config: Option<RawAffinityConfig>,
+    pub internal_traffic_policy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -193,6 +193,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             selector: spec.selector,
             ports: Vec::new(),
             session_affinity_timeout: None,
+            internal_traffic_local: false,
         });
     }
     let cluster_ip = cluster_ip(spec.cluster_ip.as_deref(), &spec.cluster_ips)?;
@@ -203,6 +204,16 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             .and_then(|c| c.client_ip.as_ref())
             .and_then(|c| c.timeout_seconds),
     )?;
+    let internal_traffic_local = match spec.internal_traffic_policy.as_deref() {
+        None | Some("Cluster") => false,
+        Some("Local") => true,
+        Some(other) => {
+            return Err(ObjectError::invalid(
+                "spec.internalTrafficPolicy",
+                format!("{other:?} is not one of Cluster, Local"),
+            ))
+        }
+    };
     let node_ports = matches!(
         service_type,
         ServiceType::NodePort | ServiceType::LoadBalancer
@@ -237,6 +248,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
         selector: spec.selector,
         ports,
         session_affinity_timeout,
+        internal_traffic_local,
     })
 }
 

@@ -297,6 +297,7 @@ fn plan_full_frees_entries_before_writing_new_ones() {
             rev_nat_id: 2,
             backend_ids: vec![1],
             affinity_timeout: 0,
+            drop_no_backend: false,
         },
     );
     let ops = plan_full(&desired, &applied);
@@ -353,4 +354,116 @@ fn session_affinity_switches_live_in_the_master() {
     assert_eq!(plan.ops.len(), 2);
     engine.apply(&changes(&with("")));
     assert_eq!(master_flags(&engine), vec![(0, 0), (1, 0)]);
+}
+
+const TWO_NODE_SLICE: &str = r#"
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  ports:
+  - {name: http, port: 80, nodePort: 30080}
+---
+kind: EndpointSlice
+metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+"#;
+
+fn slice_endpoint(ip: &str, node: &str, ready: bool, serving: bool, terminating: bool) -> String {
+    format!(
+        "- {{addresses: [{ip}], nodeName: {node}, conditions: {{ready: {ready}, serving: {serving}, terminating: {terminating}}}}}\n"
+    )
+}
+
+fn frontends(engine: &Engine) -> Vec<(String, Vec<String>, u8)> {
+    engine
+        .service("default", "web")
+        .iter()
+        .map(|d| {
+            (
+                d.frontend.to_string(),
+                d.backend_ids
+                    .iter()
+                    .map(|id| engine.backends()[id].ip.to_string())
+                    .collect(),
+                d.master().flags,
+            )
+        })
+        .collect()
+}
+
+/// Ready endpoints only; when none is ready, those serving while
+/// terminating; never the ones that stopped serving.
+#[test]
+fn terminating_endpoints_are_a_fallback_only() {
+    let mut engine = Engine::new(CompileConfig::default());
+    let both = format!(
+        "{TWO_NODE_SLICE}{}{}{}",
+        slice_endpoint("10.244.0.1", "a", true, true, false),
+        slice_endpoint("10.244.0.2", "a", false, true, true),
+        slice_endpoint("10.244.0.3", "a", false, false, true),
+    );
+    engine.apply(&changes(&both));
+    assert_eq!(frontends(&engine)[0].1, vec!["10.244.0.1"]);
+    let only_terminating = format!(
+        "{TWO_NODE_SLICE}{}{}",
+        slice_endpoint("10.244.0.2", "a", false, true, true),
+        slice_endpoint("10.244.0.3", "a", false, false, true),
+    );
+    engine.apply(&changes(&only_terminating));
+    assert_eq!(frontends(&engine)[0].1, vec!["10.244.0.2"]);
+}
+
+/// internalTrafficPolicy Local: the ClusterIP gets this node's endpoints
+/// only (none: drop, not refuse); the NodePort keeps them all.
+#[test]
+fn internal_traffic_policy_local_limits_the_cluster_ip_to_this_node() {
+    let cfg = CompileConfig {
+        node_name: Some("node-a".into()),
+        ..CompileConfig::default()
+    };
+    let mut engine = Engine::new(cfg);
+    let local = TWO_NODE_SLICE.replace(
+        "  type: NodePort\n",
+        "  type: NodePort\n  internalTrafficPolicy: Local\n",
+    );
+    let text = format!(
+        "{local}{}{}",
+        slice_endpoint("10.244.0.1", "node-a", true, true, false),
+        slice_endpoint("10.244.1.1", "node-b", true, true, false),
+    );
+    engine.apply(&changes(&text));
+    assert_eq!(
+        frontends(&engine),
+        vec![
+            (
+                "10.96.0.10:80/TCP".to_string(),
+                vec!["10.244.0.1".to_string()],
+                4
+            ),
+            (
+                "0.0.0.0:30080/TCP".to_string(),
+                vec!["10.244.0.1".to_string(), "10.244.1.1".to_string()],
+                1
+            ),
+        ]
+    );
+    let remote_only = format!(
+        "{local}{}",
+        slice_endpoint("10.244.1.1", "node-b", true, true, false)
+    );
+    engine.apply(&changes(&remote_only));
+    let f = frontends(&engine);
+    assert!(f[0].1.is_empty(), "{f:?}");
+    assert_eq!(f[0].2, 4, "no local endpoint: drop");
+    // Back to Cluster: every endpoint, refuse when none.
+    engine.apply(&changes(&format!(
+        "{TWO_NODE_SLICE}{}",
+        slice_endpoint("10.244.1.1", "node-b", true, true, false)
+    )));
+    assert_eq!(frontends(&engine)[0].1, vec!["10.244.1.1"]);
+    assert_eq!(frontends(&engine)[0].2, 0);
 }

@@ -131,6 +131,7 @@ fn validation_messages() {
 fn node_port_range_is_configurable() {
     let cfg = CompileConfig {
         node_port_range: 80..=100,
+        ..CompileConfig::default()
     };
     let text = WEB.replace("nodePort: 30080", "nodePort: 90");
     assert!(parse_documents_with("s.yaml", &text, &cfg)

@@ -44,6 +44,7 @@ pub const DROP_REASONS: &[(u32, &str)] = &[
         "unsupported_protocol",
     ),
     (reason::SLUICE_REASON_POLICY_DENIED, "policy_denied"),
+    (reason::SLUICE_REASON_NO_LOCAL_BACKEND, "no_local_backend"),
 ];
 
 /// Number of reason codes the counters have room for.

@@ -1237,3 +1237,23 @@ fn without_affinity_new_flows_spread_and_an_expired_affinity_reselects() {
         assert_eq!(h.backend_of_new_flow(CLIENT, 53000 + i), BACKEND_B);
     }
 }
+
+/// internalTrafficPolicy Local with no local endpoint: dropped (and said
+/// why), not refused as a Service without endpoints is.
+#[test]
+fn no_local_endpoint_drops_instead_of_refusing() {
+    let mut h = Harness::new();
+    const LB_FLAG_DROP_NO_BACKEND: u8 = 4;
+    h.maps
+        .upsert_master(fe(VIP, 80, TCP), 0, 7, LB_FLAG_DROP_NO_BACKEND, 0)
+        .unwrap();
+    let (v, _) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 46000), (VIP, 80), false),
+    );
+    assert_eq!(v, TC_ACT_SHOT);
+    let ev = h.drain_events();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(Some(ev[0].reason), reason_code("no_local_backend"));
+    assert!(!ev[0].has_flag(SLUICE_EVENT_F_REPLIED));
+}
