@@ -594,7 +594,11 @@ impl Controller {
         match result {
             Ok(n) => {
                 self.dirty = false;
+                let first = self.last_sync_unix.is_none();
                 self.last_sync_unix = Some(now_unix());
+                if first {
+                    self.reset_stale_udp_at_start();
+                }
                 self.last_sync_writes = n;
                 if n > 0 {
                     tracing::info!(writes = n, "maps updated");
@@ -605,6 +609,66 @@ impl Controller {
                 tracing::error!(error = %e, "map update incomplete; what was programmed stays, retrying");
             }
         }
+    }
+
+    /// After the first sync: connected UDP sockets whose backend left its
+    /// Service while no agent was running (the maps were changed by this
+    /// start's diff, or by an edit the last agent never saw) are destroyed
+    /// like those of a live removal. Candidates come from `sl_sock_revnat`
+    /// (every socket socket-LB translated), checked against what the maps
+    /// hold now.
+    fn reset_stale_udp_at_start(&mut self) {
+        let Some(revnat) = self.revnat_map.as_ref() else {
+            return;
+        };
+        let applied = self.reconciler.applied();
+        let mut live: BTreeSet<(SocketAddrV4, SocketAddrV4)> = BTreeSet::new();
+        for (fe, master) in &applied.masters {
+            if fe.proto != sluice_core::Protocol::Udp {
+                continue;
+            }
+            for slot in 1..=master.count {
+                if let Some(b) = applied
+                    .slots
+                    .get(&(*fe, slot))
+                    .and_then(|id| applied.backends.get(id))
+                {
+                    live.insert((
+                        SocketAddrV4::new(fe.ip, fe.port),
+                        SocketAddrV4::new(b.ip, b.port),
+                    ));
+                }
+            }
+        }
+        let udp_frontends: BTreeSet<SocketAddrV4> = applied
+            .masters
+            .keys()
+            .filter(|fe| fe.proto == sluice_core::Protocol::Udp)
+            .map(|fe| SocketAddrV4::new(fe.ip, fe.port))
+            .collect();
+        // A frontend that is no longer UDP-programmed at all also strands
+        // its sockets; a TCP frontend's entries are not about UDP sockets,
+        // which the dump below never returns for them anyway.
+        let gone: BTreeSet<(SocketAddrV4, SocketAddrV4)> = revnat
+            .entries()
+            .into_iter()
+            .map(|(_, backend, fe)| (fe, backend))
+            .filter(|pair| !live.contains(pair))
+            .filter(|(fe, _)| {
+                udp_frontends.contains(fe)
+                    || !applied
+                        .masters
+                        .keys()
+                        .any(|m| m.ip == *fe.ip() && m.port == fe.port())
+            })
+            .collect();
+        if !gone.is_empty() {
+            tracing::info!(
+                pairs = gone.len(),
+                "catching up connected UDP sockets whose backend left while the agent was down"
+            );
+        }
+        self.reset_stale_udp(gone);
     }
 
     /// (frontend, backend) pairs a connected UDP socket can hold through

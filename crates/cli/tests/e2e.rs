@@ -1593,3 +1593,112 @@ async fn internal_traffic_policy_local_on_both_paths() {
     .await;
     env.sb.teardown().unwrap();
 }
+
+/// The same stale resolver, but the agent died between writing the maps
+/// that removed its backend and resetting the socket (emulated: the maps
+/// are rewritten here as that agent would have, while it is down). The
+/// restarted agent finds nothing to write, and still resets the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_connected_udp_socket_left_by_a_dead_agent_is_reset_at_start() {
+    const DNS_ONLY: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: default}\nspec:\n  clusterIP: 10.96.0.53\n  selector: {app: dns}\n  ports:\n  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}\n";
+    let mut env = setup(2, DNS_ONLY).await;
+    let pods = env.sb.manifests_dir().join("pods.yaml");
+    std::fs::write(
+        &pods,
+        pods_yaml(&[("client", "client"), ("web-1", "dns"), ("web-2", "spare")]),
+    )
+    .unwrap();
+    let (ip1, ip2) = (env.web[0].ip, env.web[1].ip);
+    wait_services(&env.api, "dns backed by web-1 only", |l| {
+        l.iter()
+            .any(|s| s.service == "default/dns" && s.backends.len() == 1 && s.backends[0].ip == ip1)
+    })
+    .await;
+    let vip: SocketAddr = "10.96.0.53:53".parse().unwrap();
+    let (bin, netns, cgroup) = (
+        sluice_bin(),
+        env.client.netns.clone(),
+        env.sb.cgroup_path().to_path_buf(),
+    );
+    // A query every 50 ms for ~8 s on one connected socket.
+    let held = tokio::task::spawn_blocking(move || {
+        sluice_testbed::probe_in(
+            &bin,
+            &netns,
+            Some(&cgroup),
+            ProbeKind::UdpHeld,
+            &[vip],
+            160,
+            Duration::from_millis(200),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    env.sb.kill_agent().unwrap();
+    {
+        use sluice_datapath::maps::{BackendEntry, FrontendKey, ServiceRow};
+        let pin = PathBuf::from("/sys/fs/bpf/sluice").join(env.sb.run_id());
+        let mut maps = sluice_datapath::LbMaps::open(&pin).unwrap();
+        let fe = FrontendKey {
+            ip: "10.96.0.53".parse().unwrap(),
+            port: 53,
+            proto: 17,
+        };
+        let rev_nat_id = maps
+            .service_rows()
+            .unwrap()
+            .into_iter()
+            .find_map(|r| match r {
+                ServiceRow::Master {
+                    frontend,
+                    rev_nat_id,
+                    ..
+                } if frontend == fe => Some(rev_nat_id),
+                _ => None,
+            })
+            .expect("dns master");
+        let b = BackendEntry {
+            ip: ip2,
+            port: UDP,
+            proto: 17,
+        };
+        maps.upsert_backend(999, b).unwrap();
+        maps.upsert_slot(fe, 1, 999).unwrap();
+        maps.upsert_master(fe, 1, rev_nat_id, 0, 0).unwrap();
+    }
+    std::fs::write(
+        &pods,
+        pods_yaml(&[("client", "client"), ("web-1", "spare"), ("web-2", "dns")]),
+    )
+    .unwrap();
+    env.sb.restart_agent().await.unwrap();
+    let api = Client::new(env.sb.agent_socket());
+    wait_services(&api, "dns backed by web-2 only", |l| {
+        l.iter()
+            .any(|s| s.service == "default/dns" && s.backends.len() == 1 && s.backends[0].ip == ip2)
+    })
+    .await;
+    let out = held.await.unwrap().expect("probe");
+    let reset = out
+        .iter()
+        .position(|o| o.error.is_some())
+        .unwrap_or_else(|| panic!("the stale socket was never reset: {out:#?}"));
+    assert!(
+        out[reset].aborted,
+        "ECONNABORTED expected: {:#?}",
+        out[reset]
+    );
+    assert!(
+        out[..reset]
+            .iter()
+            .all(|o| o.wire_peer == Some(SocketAddr::from((ip1, UDP)))),
+        "web-1 until the reset"
+    );
+    let rest = &out[reset + 1..];
+    assert!(!rest.is_empty() && rest[0].fresh, "{out:#?}");
+    assert!(
+        rest.iter()
+            .all(|o| o.error.is_none() && o.wire_peer == Some(SocketAddr::from((ip2, UDP)))),
+        "reconnected to web-2: {rest:#?}"
+    );
+    env.sb.teardown().unwrap();
+}

@@ -477,4 +477,20 @@ impl SockRevNatMap {
         let v = self.map.get(&key, 0).ok()?;
         Some(SocketAddrV4::new(ip_of(v.address), u16::from_be(v.port)))
     }
+
+    /// Every (socket cookie, backend, frontend) the map holds (the LRU may
+    /// have forgotten old sockets). Unreadable entries are skipped.
+    pub fn entries(&self) -> Vec<(u64, SocketAddrV4, SocketAddrV4)> {
+        self.map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                (
+                    k.cookie,
+                    SocketAddrV4::new(ip_of(k.address), u16::from_be(k.port)),
+                    SocketAddrV4::new(ip_of(v.address), u16::from_be(v.port)),
+                )
+            })
+            .collect()
+    }
 }
