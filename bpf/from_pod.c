@@ -38,7 +38,7 @@ int sluice_from_pod(struct __sk_buff *skb)
 	wire = pkt;
 	verdict = lb_reverse(skb, &pkt, &ifindex, &obs);
 	if ((verdict == LB_TRANSLATED || verdict == LB_REDIRECT) &&
-	    policy_check(&wire, &obs) == POLICY_DENY)
+	    policy_check(&wire, 1, &obs) == POLICY_DENY)
 		return obs_drop(&obs, &pkt);
 	if (verdict == LB_TRANSLATED)
 		return obs_pass(&obs, &pkt, TC_ACT_OK);
@@ -56,7 +56,7 @@ int sluice_from_pod(struct __sk_buff *skb)
 		return obs_drop(&obs, &pkt);
 	/* After DNAT: the peer policy sees is the backend pod, as upstream
 	 * NetworkPolicy expects (ipBlock rules match pod IPs). */
-	if (policy_check(&pkt, &obs) == POLICY_DENY)
+	if (policy_check(&pkt, 0, &obs) == POLICY_DENY)
 		return obs_drop(&obs, &pkt);
 	return obs_pass(&obs, &pkt, TC_ACT_OK);
 }

@@ -164,20 +164,58 @@ static __always_inline int policy_known_flow(const struct packet *pkt, __u32 rev
 }
 
 /**
+ * policy_judge() - would a new flow from @saddr to @daddr:@dport be allowed?
+ * Egress of the source and ingress of the destination, each only when that
+ * side is a local pod selected for that direction.
+ * @rule_id/@ingress: on a denial, the deciding rule and whether the
+ *                    destination's ingress (else the source's egress) denied.
+ */
+static __always_inline int policy_judge(__be32 saddr, __be32 daddr, __be16 dport, __u8 proto,
+					struct endpoint_info *src_ep, struct endpoint_info *dst_ep,
+					__u32 src_id, __u32 dst_id, __u32 *rule_id, int *ingress)
+{
+	if (src_ep && (src_ep->flags & EP_F_EGRESS_ENFORCED) &&
+	    policy_decide(saddr, dst_id, POLICY_EGRESS, proto, dport, rule_id) == POLICY_DENY) {
+		*ingress = 0;
+		return POLICY_DENY;
+	}
+	if (dst_ep && (dst_ep->flags & EP_F_INGRESS_ENFORCED) &&
+	    policy_decide(daddr, src_id, POLICY_INGRESS, proto, dport, rule_id) == POLICY_DENY) {
+		*ingress = 1;
+		return POLICY_DENY;
+	}
+	return POLICY_ALLOW;
+}
+
+/**
  * policy_check() - judge @pkt (its tuple as on the wire between the pods).
  * @obs: gets the identities, and on a denial the reason, the rule and
  *       whether the destination's ingress (else the source's egress) denied.
  *
+ * @reply: Service conntrack says @pkt is a reply (it was rev-NATed, or
+ *         its flow's forward entry exists).
+ *
+ * A packet of no known flow is judged as a new flow. If that is denied it
+ * may still be the reply of a flow its destination opened before it was
+ * isolated, or whose record was evicted: it is judged the other way round
+ * when it is a TCP segment that cannot open a connection (not a SYN: the
+ * pod's own stack resets what belongs to no connection), or when Service
+ * conntrack knows the flow. Never for a bare UDP datagram, which would
+ * open an isolated pod to anything it may send to. When the other way is
+ * allowed, the flow is remembered that way round.
+ *
  * Return: POLICY_ALLOW or POLICY_DENY.
  */
-static __always_inline int policy_check(const struct packet *pkt, struct obs_ctx *obs)
+static __always_inline int policy_check(const struct packet *pkt, int reply,
+					struct obs_ctx *obs)
 {
-	__u32 zero = 0, rule_id = 0, src_id, dst_id;
+	__u32 zero = 0, rule_id = 0, reply_rule = 0, src_id, dst_id;
 	struct sluice_config *cfg = bpf_map_lookup_elem(&sl_config, &zero);
 	struct endpoint_info *src_ep, *dst_ep;
 	struct pol_ct_entry entry = {};
 	struct pol_ct_key k;
-	int src_enforced, dst_enforced;
+	int ingress = 0, reply_ingress = 0, reversed = 0;
+	int syn = pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
 
 	/* No endpoint on the node is selected by a policy: nothing to do. */
 	if (!cfg || !(cfg->flags & SLUICE_CFG_POLICY))
@@ -193,8 +231,6 @@ static __always_inline int policy_check(const struct packet *pkt, struct obs_ctx
 	 */
 	if (!(src_ep && src_ep->flags) && !(dst_ep && dst_ep->flags))
 		return POLICY_ALLOW;
-	src_enforced = src_ep && (src_ep->flags & EP_F_EGRESS_ENFORCED);
-	dst_enforced = dst_ep && (dst_ep->flags & EP_F_INGRESS_ENFORCED);
 	if (policy_known_flow(pkt, cfg->policy_revision))
 		return POLICY_ALLOW;
 
@@ -202,16 +238,18 @@ static __always_inline int policy_check(const struct packet *pkt, struct obs_ctx
 	dst_id = dst_ep ? dst_ep->identity : ipcache_identity(pkt->daddr);
 	obs->src_identity = src_id;
 	obs->dst_identity = dst_id;
-	if (src_enforced && policy_decide(pkt->saddr, dst_id, POLICY_EGRESS, pkt->proto, pkt->dport,
-					  &rule_id) == POLICY_DENY)
-		goto deny;
-	if (dst_enforced && policy_decide(pkt->daddr, src_id, POLICY_INGRESS, pkt->proto,
-					  pkt->dport, &rule_id) == POLICY_DENY) {
-		obs->flags |= SLUICE_EVENT_F_POLICY_INGRESS;
-		goto deny;
+	if (policy_judge(pkt->saddr, pkt->daddr, pkt->dport, pkt->proto, src_ep, dst_ep, src_id,
+			 dst_id, &rule_id, &ingress) == POLICY_DENY) {
+		int may_be_reply = reply || (pkt->proto == IPPROTO_TCP && !syn);
+
+		if (!may_be_reply ||
+		    policy_judge(pkt->daddr, pkt->saddr, pkt->sport, pkt->proto, dst_ep, src_ep,
+				 dst_id, src_id, &reply_rule, &reply_ingress) == POLICY_DENY)
+			goto deny;
+		reversed = 1;
 	}
 
-	pol_ct_key_of(&k, pkt, 0);
+	pol_ct_key_of(&k, pkt, reversed);
 	entry.last_seen_ns = bpf_ktime_get_ns();
 	entry.revision = cfg->policy_revision;
 	/* LRU: an insert evicts the oldest flow rather than fail. If it fails
@@ -219,13 +257,15 @@ static __always_inline int policy_check(const struct packet *pkt, struct obs_ctx
 	bpf_map_update_elem(&sl_pol_ct, &k, &entry, BPF_ANY);
 	metric_inc(METRIC_POLICY_ALLOWED);
 	/* One flow event per connection: a pod's flow to a local pod is judged
-	 * again on delivery (a SYN always is), which is not a new flow. */
-	if (obs->point != SLUICE_OBS_TO_POD || !src_ep)
+	 * again on delivery, which is not a new flow; nor is a reply. */
+	if (!reversed && (obs->point != SLUICE_OBS_TO_POD || !src_ep))
 		obs->flags |= SLUICE_EVENT_F_NEW_FLOW;
 	return POLICY_ALLOW;
 
 deny:
 	metric_inc(METRIC_DROP_POLICY);
+	if (ingress)
+		obs->flags |= SLUICE_EVENT_F_POLICY_INGRESS;
 	obs->reason = SLUICE_REASON_POLICY_DENIED;
 	obs->rule_id = rule_id;
 	return POLICY_DENY;
@@ -239,8 +279,10 @@ deny:
  * it arrives with the Service as its source; the flow's conntrack entry
  * (the client's forward entry, found with the tuple reversed) names the
  * backend it really comes from. Any other packet is already as on the wire.
+ *
+ * Return: 1 when Service conntrack knows the flow (the packet is a reply).
  */
-static __always_inline void policy_wire_of_delivery(const struct packet *pkt, struct packet *wire)
+static __always_inline int policy_wire_of_delivery(const struct packet *pkt, struct packet *wire)
 {
 	struct ct_key k = {
 		.saddr = pkt->daddr,
@@ -254,10 +296,11 @@ static __always_inline void policy_wire_of_delivery(const struct packet *pkt, st
 
 	*wire = *pkt;
 	e = bpf_map_lookup_elem(&sl_ct, &k);
-	if (e) {
-		wire->saddr = e->nat_address;
-		wire->sport = e->nat_port;
-	}
+	if (!e)
+		return 0;
+	wire->saddr = e->nat_address;
+	wire->sport = e->nat_port;
+	return 1;
 }
 
 /**
@@ -283,8 +326,7 @@ static __always_inline int policy_check_delivery(const struct packet *pkt, struc
 		return POLICY_ALLOW;
 	if (policy_known_flow(pkt, cfg->policy_revision))
 		return POLICY_ALLOW;
-	policy_wire_of_delivery(pkt, &wire);
-	return policy_check(&wire, obs);
+	return policy_check(&wire, policy_wire_of_delivery(pkt, &wire), obs);
 }
 
 #endif /* SLUICE_LIB_POLICY_H */

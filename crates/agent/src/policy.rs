@@ -13,6 +13,7 @@ use sluice_api::{
 use sluice_core::model::{Meta, Pod};
 use sluice_core::policy::{
     Direction, DirectionVerdict, IdentityKind, Peer, PolicyEngine, PolicyKey, PolicyState,
+    RULE_ID_HOST,
 };
 use sluice_core::{Change, Kind, Object, ObjectRef, Protocol};
 use std::collections::{BTreeMap, BTreeSet};
@@ -167,7 +168,12 @@ impl PolicyPlane {
         let state = self.engine.compile(&ips);
         let compiled = started.elapsed();
         match reconciler.apply(&state) {
-            Ok(0) => self.dirty = false,
+            // Nothing to write; a revision that could not be published
+            // before (the on/off flag with it) is retried until it is.
+            Ok(0) => match tel.set_policy(reconciler.active(), self.revision) {
+                Ok(()) => self.dirty = false,
+                Err(e) => tracing::error!(error = %e, "cannot publish the policy revision"),
+            },
             Ok(writes) => {
                 self.revision = self.revision.wrapping_add(1);
                 match tel.set_policy(reconciler.active(), self.revision) {
@@ -285,11 +291,14 @@ impl PolicyPlane {
             ports,
             verdict: if deny { "deny" } else { "allow" }.into(),
             rule_id,
-            rule: self
-                .state
-                .rules
-                .get(&rule_id)
-                .map_or_else(|| format!("rule {rule_id}"), ToString::to_string),
+            rule: if rule_id == RULE_ID_HOST {
+                "the pod's own node (always allowed)".to_string()
+            } else {
+                self.state
+                    .rules
+                    .get(&rule_id)
+                    .map_or_else(|| format!("rule {rule_id}"), ToString::to_string)
+            },
         }
     }
 
@@ -360,6 +369,9 @@ fn describe(v: &DirectionVerdict, d: Direction) -> String {
     match v {
         DirectionVerdict::NotSelected => format!("no {d} policy selects it: open"),
         DirectionVerdict::NotApplicable => "not a pod: no policy applies".into(),
+        DirectionVerdict::HostAllowed => {
+            "the pod's own node: always allowed (no deny rule names it)".into()
+        }
         DirectionVerdict::Allowed { rule } => format!("allowed by {rule}"),
         DirectionVerdict::DeniedByRule { rule } => format!("denied by {rule}"),
         DirectionVerdict::DefaultDeny { selected_by } => format!(

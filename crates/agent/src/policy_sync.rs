@@ -3,11 +3,12 @@
 //! Like the Service reconciler it mirrors what the maps hold (read back at
 //! start, so a restarted agent writes only the difference) and is the only
 //! writer. Writes are ordered so no packet sees a half-applied change open
-//! a hole or deny by accident: identities and entries first, then the
+//! a hole or deny by accident: entries, then identities (ipcache), then the
 //! endpoints' enforcement flags, then removals in the reverse order. An
 //! endpoint that becomes enforced therefore has its allows before its
-//! default deny, and one that stops being enforced is opened before its
-//! entries go.
+//! default deny, one that stops being enforced is opened before its
+//! entries go, and an address moved to a new identity finds that
+//! identity's entries in place.
 
 use sluice_core::policy::{PolicyKey, PolicyState};
 use sluice_datapath::{EndpointValue, IpcacheKey, MapsError, PolicyMaps, PolicyMatch, PolicyValue};
@@ -144,16 +145,18 @@ impl PolicyReconciler {
         let mut n = 0usize;
         let fail = |applied: usize| move |source| PolicyWriteError { applied, source };
 
-        let ipcache: Vec<_> = upserts(&want.ipcache, &self.applied.ipcache).collect();
-        for (k, id) in ipcache {
-            self.maps.upsert_ipcache(k, id).map_err(fail(n))?;
-            self.applied.ipcache.insert(k, id);
-            n += 1;
-        }
+        // Entries before the ipcache: an address that moves to a new
+        // (CIDR) identity must find that identity's entries already there.
         let entries: Vec<_> = upserts(&want.entries, &self.applied.entries).collect();
         for (k, v) in entries {
             self.maps.upsert_policy(k, v).map_err(fail(n))?;
             self.applied.entries.insert(k, v);
+            n += 1;
+        }
+        let ipcache: Vec<_> = upserts(&want.ipcache, &self.applied.ipcache).collect();
+        for (k, id) in ipcache {
+            self.maps.upsert_ipcache(k, id).map_err(fail(n))?;
+            self.applied.ipcache.insert(k, id);
             n += 1;
         }
         let endpoints: Vec<_> = upserts(&want.endpoints, &self.applied.endpoints).collect();
@@ -168,16 +171,17 @@ impl PolicyReconciler {
             self.applied.endpoints.remove(&ip);
             n += 1;
         }
-        let gone: Vec<_> = stale(&want.entries, &self.applied.entries).collect();
-        for k in gone {
-            self.maps.delete_policy(k).map_err(fail(n))?;
-            self.applied.entries.remove(&k);
-            n += 1;
-        }
+        // Addresses leave an identity before its entries go.
         let gone: Vec<_> = stale(&want.ipcache, &self.applied.ipcache).collect();
         for k in gone {
             self.maps.delete_ipcache(k).map_err(fail(n))?;
             self.applied.ipcache.remove(&k);
+            n += 1;
+        }
+        let gone: Vec<_> = stale(&want.entries, &self.applied.entries).collect();
+        for k in gone {
+            self.maps.delete_policy(k).map_err(fail(n))?;
+            self.applied.entries.remove(&k);
             n += 1;
         }
         Ok(n)

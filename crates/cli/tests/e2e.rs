@@ -1351,6 +1351,14 @@ async fn network_policy_is_enforced_explained_and_observable() {
         f["destination_identity"].as_u64().unwrap_or(0) >= 256,
         "{f}"
     );
+    // The pod's own node still gets in (kubelet probes), isolated or not.
+    let web1 = SocketAddr::from((env.web[0].ip, HTTP));
+    let from_node = http_once(&env.sb.node_netns(), web1, Duration::from_secs(1));
+    assert_eq!(
+        from_node.as_deref(),
+        Ok("default/web-1"),
+        "node -> isolated pod"
+    );
 
     // An allow for the client on the named port, stacked on the isolation.
     std::fs::write(

@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use common::{manifests, namespace, net, pod, Fixture};
 use sluice_core::model::{Change, Kind, ObjectRef};
 use sluice_core::policy::{
-    Direction, DirectionVerdict, IdentityKind, PolicyEngine, PolicyKey, PolicyState, ID_ANY,
-    ID_HEALTH, ID_HOST, ID_REMOTE_NODE, ID_WORLD,
+    Direction, DirectionVerdict, IdentityKind, Peer, PolicyEngine, PolicyKey, PolicyState, ID_ANY,
+    ID_HEALTH, ID_HOST, ID_REMOTE_NODE, ID_WORLD, RULE_ID_HOST,
 };
 use sluice_core::{CompileConfig, Engine, Protocol};
 
@@ -175,7 +175,7 @@ fn ip_block_with_except_matches_pods_and_addresses() {
     assert!(f.tcp("10.244.9.9", "x/db", 5432));
     assert!(!f.tcp("10.244.1.200", "x/db", 5432));
     assert!(!f.tcp("8.8.8.8", "x/db", 5432));
-    assert!(!f.tcp(NODE, "x/db", 5432));
+    assert!(f.tcp(NODE, "x/db", 5432), "the pod's own node");
     let outer = f.state.ipcache[&net("10.244.0.0/16")];
     let hole = f.state.ipcache[&net("10.244.1.0/24")];
     assert_eq!(f.state.identities[&outer].kind, IdentityKind::Cidr);
@@ -255,7 +255,11 @@ fn named_ports_ingress_resolve_on_the_endpoint() {
     assert!(!f.tcp("x/api", "x/db", 8080));
     assert!(f.tcp("x/api", "x/web", 8080));
     let db = f.ips["x/db"];
-    assert!(f.state.entries.keys().all(|k| k.endpoint != db));
+    assert!(f
+        .state
+        .entries
+        .keys()
+        .all(|k| k.endpoint != db || k.identity == ID_HOST));
 }
 
 #[test]
@@ -303,6 +307,7 @@ fn end_port_ranges_become_prefix_blocks() {
         .state
         .entries
         .keys()
+        .filter(|k| k.identity != ID_HOST)
         .map(|k| (k.port, k.port_prefix_len))
         .collect();
     assert_eq!(blocks, BTreeSet::from([(80, 15), (8000, 14)]));
@@ -339,7 +344,8 @@ fn empty_versus_absent_rules() {
         "  podSelector: {matchLabels: {app: db}}\n  ingress: []",
     ));
     assert!(sources(&f, "x/db", 1).is_empty());
-    assert!(!f.tcp(NODE, "x/db", 1));
+    // Deny-all ingress still lets the pod's own node in (kubelet probes).
+    assert!(f.tcp(NODE, "x/db", 1));
     let f = fixture(&np(
         "deny-absent",
         "  podSelector: {matchLabels: {app: db}}",
@@ -352,7 +358,8 @@ fn empty_versus_absent_rules() {
     assert_eq!(sources(&f, "x/db", 1).len(), 5);
     assert!(f.tcp("8.8.8.8", "x/db", 1));
     assert!(f.allowed(NODE, "x/db", Protocol::Udp, 7));
-    assert_eq!(f.state.entries.len(), 1);
+    // The allow-all entry, and the node's own.
+    assert_eq!(f.state.entries.len(), 2);
     let (k, _) = f.state.entries.iter().next().unwrap();
     assert_eq!((k.identity, k.proto), (ID_ANY, 0));
     // Peers but no ports: every port and protocol from those peers.
@@ -395,12 +402,23 @@ fn host_peers() {
     assert!(f.tcp(NODE, "x/db", 1));
     assert!(f.tcp("192.168.1.2", "x/db", 1));
     assert!(!f.tcp("x/api", "x/db", 1));
-    // Host to pod with a selector policy: the host is not a pod.
+    // Host to pod with a selector policy: the host is not a pod, and still
+    // gets in (the pod's own node always does).
     let f = fixture(&np(
         "sel",
         "  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{podSelector: {}}]}]",
     ));
-    assert!(!f.tcp(NODE, "x/db", 1));
+    assert!(f.tcp(NODE, "x/db", 1));
+    let v = f.engine.evaluate(
+        Peer::Ip(NODE.parse().expect("ip")),
+        Peer::Pod {
+            namespace: "x".into(),
+            name: "db".into(),
+        },
+        Protocol::Tcp,
+        1,
+    );
+    assert_eq!(v.ingress, DirectionVerdict::HostAllowed);
 }
 
 // ---- CiliumNetworkPolicy ----
@@ -485,7 +503,8 @@ fn cilium_entities() {
     let f = egress("world");
     assert!(f.tcp("x/db", "8.8.8.8", 1));
     assert!(!f.tcp("x/db", "x/web", 1));
-    assert!(!f.tcp("x/db", NODE, 1));
+    // The pod's own node is always reachable (Kubernetes semantics).
+    assert!(f.tcp("x/db", NODE, 1));
     let f = egress("cluster");
     assert!(f.tcp("x/db", "x/web", 1));
     assert!(f.tcp("x/db", "z/tool", 1));
@@ -500,12 +519,12 @@ fn cilium_entities() {
     assert!(f.tcp("x/db", "8.8.8.8", 1));
     assert!(f.tcp("x/db", "y/web", 1));
     let ids: Vec<u32> = f.state.entries.keys().map(|k| k.identity).collect();
-    assert_eq!(ids, [ID_ANY]);
+    assert_eq!(ids, [ID_ANY, ID_HOST], "all, plus the node's own entry");
     for (entity, id) in [("remote-node", ID_REMOTE_NODE), ("health", ID_HEALTH)] {
         let f = egress(entity);
         assert!(!f.tcp("x/db", "x/web", 1));
         let ids: Vec<u32> = f.state.entries.keys().map(|k| k.identity).collect();
-        assert_eq!(ids, [id], "{entity}");
+        assert_eq!(ids, [ID_HOST, id], "{entity} (and the node's own entry)");
     }
     // world also covers every CIDR identity some policy created.
     let text = cnp(
@@ -630,7 +649,7 @@ fn rule_ids_are_stable_and_referenced() {
     // NetworkPolicy sorts before CiliumNetworkPolicy (by kind).
     assert_eq!(rules[&1].policy.kind, Kind::NetworkPolicy);
     for e in f.state.entries.values() {
-        assert!(f.state.rules.contains_key(&e.rule_id));
+        assert!(e.rule_id == RULE_ID_HOST || f.state.rules.contains_key(&e.rule_id));
     }
     // ids in entries only; x/a egress[0] ({}) produces none.
     assert!(!f.state.rules.contains_key(&4));

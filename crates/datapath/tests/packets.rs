@@ -1079,9 +1079,51 @@ fn a_rev_natted_reply_to_an_isolated_client_passes() {
         TC_ACT_OK,
         "delivered to the client"
     );
-    // A packet from the Service address that belongs to no flow is judged.
-    let stray = tcp_with((VIP, 80), (CLIENT, 44101), "syn|ack");
+    // A datagram from the Service address that belongs to no flow is
+    // judged: the isolated client does not take it.
+    let stray = udp((VIP, 80), (CLIENT, 44101), b"x");
     assert_eq!(h.run(Program::ToPod, &stray).0, TC_ACT_SHOT);
+}
+
+/// A pod opened connections, then became isolated for ingress: the answers
+/// on those connections still reach it (TCP segments that cannot open a
+/// connection; Service replies conntrack knows), while a new connection or a
+/// bare datagram to it is denied.
+#[test]
+fn replies_to_flows_opened_before_isolation_pass() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 53, UDP), 1, false, &[(1, BACKEND_A, 5353)]);
+    // Opened while no policy selected CLIENT: nothing recorded.
+    let (v, _) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 47000), (OTHER_POD, 80), false),
+    );
+    assert_eq!(v, TC_ACT_OK);
+    let (v, _) = h.run(Program::FromPod, &udp((CLIENT, 47001), (VIP, 53), b"q"));
+    assert_eq!(v, TC_ACT_OK);
+    let _p = h.policy_world(&[(CLIENT, true, false)]);
+    let data = tcp_ack((OTHER_POD, 80), (CLIENT, 47000), b"late answer");
+    assert_eq!(
+        h.run(Program::FromPod, &data).0,
+        TC_ACT_OK,
+        "at the peer's veth"
+    );
+    assert_eq!(h.run(Program::ToPod, &data).0, TC_ACT_OK, "delivered");
+    let (v, answer) = h.run(
+        Program::FromPod,
+        &udp((BACKEND_A, 5353), (CLIENT, 47001), b"a"),
+    );
+    assert_eq!(v, TC_ACT_OK, "the Service's UDP answer leaves its backend");
+    assert_eq!(
+        h.run(Program::ToPod, &answer).0,
+        TC_ACT_OK,
+        "and is delivered"
+    );
+    // Not a reply of anything: denied.
+    let syn = tcp_syn((OTHER_POD, 47002), (CLIENT, 80), false);
+    assert_eq!(h.run(Program::FromPod, &syn).0, TC_ACT_SHOT);
+    let dgram = udp((OTHER_POD, 47003), (CLIENT, 53), b"q");
+    assert_eq!(h.run(Program::FromPod, &dgram).0, TC_ACT_SHOT);
 }
 
 // ---------------------------------------------------------------- session affinity

@@ -17,7 +17,7 @@ use ipnet::Ipv4Net;
 
 use super::cluster::PodView;
 use super::engine::PolicyEngine;
-use super::entries::{deny_wins, rule_entries};
+use super::entries::{deny_wins, host_entry, rule_entries};
 use super::identity::{Identities, ID_HOST, ID_WORLD};
 use super::resolve::Ctx;
 use super::rules::{PeerSel, Peers};
@@ -111,6 +111,14 @@ impl PolicyEngine {
                 for &&(ip, pod) in &selected {
                     rule_entries(&ctx, rule, ip, pod, &peers, &mut entries);
                 }
+            }
+        }
+        for (ip, ep) in &endpoints {
+            if ep.ingress_enforced {
+                host_entry(&mut entries, *ip, Direction::Ingress);
+            }
+            if ep.egress_enforced {
+                host_entry(&mut entries, *ip, Direction::Egress);
             }
         }
         deny_wins(&mut entries);

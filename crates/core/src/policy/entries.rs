@@ -24,6 +24,29 @@ fn add(entries: &mut BTreeMap<PolicyKey, PolicyEntry>, key: PolicyKey, entry: Po
     }
 }
 
+/// The entry that lets the pod's own node through in `dir`, whatever the
+/// policies say (a deny on the same key still wins, and more specific
+/// denies win by `deny_wins`).
+pub(super) fn host_entry(
+    entries: &mut BTreeMap<PolicyKey, PolicyEntry>,
+    endpoint: std::net::Ipv4Addr,
+    direction: super::state::Direction,
+) {
+    let key = PolicyKey {
+        endpoint,
+        identity: super::identity::ID_HOST,
+        direction,
+        proto: 0,
+        port: 0,
+        port_prefix_len: 0,
+    };
+    let entry = PolicyEntry {
+        deny: false,
+        rule_id: super::state::RULE_ID_HOST,
+    };
+    add(entries, key, entry);
+}
+
 /// (proto, port, prefix length) triples one policy port stands for, where
 /// `named` lists the matching container ports of the pod it resolves on.
 fn l4_keys(port: &PolicyPort, named: &[(Protocol, u16)]) -> Vec<(u8, u16, u8)> {

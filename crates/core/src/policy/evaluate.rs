@@ -154,6 +154,7 @@ impl PolicyEngine {
             _ if selected_by.is_empty() => DirectionVerdict::NotSelected,
             (Some(rule), _) => DirectionVerdict::DeniedByRule { rule: rule.clone() },
             (None, Some(rule)) => DirectionVerdict::Allowed { rule: rule.clone() },
+            (None, None) if matches!(remote, Remote::Host(_)) => DirectionVerdict::HostAllowed,
             (None, None) => DirectionVerdict::DefaultDeny { selected_by },
         }
     }

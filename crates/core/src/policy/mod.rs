@@ -31,7 +31,7 @@ pub use model::{
 };
 pub use state::{
     Direction, DirectionVerdict, EndpointPolicy, Peer, PolicyEntry, PolicyKey, PolicyState,
-    RuleRef, Verdict,
+    RuleRef, Verdict, RULE_ID_HOST,
 };
 pub(crate) use validate_cilium::cilium_network_policy;
 pub(crate) use validate_k8s::network_policy;

@@ -210,6 +210,10 @@ impl fmt::Display for Peer {
     }
 }
 
+/// Rule id of the entries that let a pod's own node reach it and be
+/// reached by it (no policy rule produced them).
+pub const RULE_ID_HOST: u32 = u32::MAX;
+
 /// The outcome for one direction (egress of the source, ingress of the
 /// destination).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +227,10 @@ pub enum DirectionVerdict {
     DeniedByRule {
         rule: RuleRef,
     },
+    /// The peer is this node: always allowed (Kubernetes: traffic to and
+    /// from the node a pod runs on is allowed whatever the policies say),
+    /// unless a deny rule names it.
+    HostAllowed,
     /// Isolated, and no rule allows it.
     DefaultDeny {
         selected_by: Vec<ObjectRef>,
@@ -237,6 +245,7 @@ impl DirectionVerdict {
             self,
             DirectionVerdict::NotSelected
                 | DirectionVerdict::Allowed { .. }
+                | DirectionVerdict::HostAllowed
                 | DirectionVerdict::NotApplicable
         )
     }

@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 use sluice_core::model::{Change, ContainerPort, Meta, Namespace, Object, Pod};
 use sluice_core::policy::{
     Direction, DirectionVerdict, Peer, PolicyEngine, PolicyState, TableVerdict, Verdict, ID_ANY,
-    ID_WORLD,
+    ID_WORLD, RULE_ID_HOST,
 };
 use sluice_core::{parse_documents, Protocol};
 
@@ -163,6 +163,14 @@ fn agree(state: &PolicyState, table: TableVerdict, eval: &DirectionVerdict, what
         (TableVerdict::NotEnforced, DirectionVerdict::NotSelected)
         | (TableVerdict::NotEnforced, DirectionVerdict::NotApplicable)
         | (TableVerdict::DefaultDeny, DirectionVerdict::DefaultDeny { .. }) => {}
+        // The node's implicit allow: the evaluator names a rule when one
+        // also allows the node, or says the node is always allowed.
+        (
+            TableVerdict::Allowed {
+                rule_id: RULE_ID_HOST,
+            },
+            DirectionVerdict::Allowed { .. } | DirectionVerdict::HostAllowed,
+        ) => {}
         (TableVerdict::Allowed { rule_id }, DirectionVerdict::Allowed { .. }) => {
             assert!(!state.rules[&rule_id].deny, "{what}: allow from deny rule");
         }
