@@ -1100,10 +1100,23 @@ async fn socket_lb_balances_at_connect_and_shows_the_service_address() {
 /// leaves the Service the agent destroys the socket (sock_diag
 /// SOCK_DESTROY), the application sees ECONNABORTED and its reconnect picks
 /// the remaining backend. Bound asserted: ≤ 2 s from the manifest write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connected_udp_socket_is_reset_when_its_backend_leaves() {
-    const DNS_ONLY: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: default}\nspec:\n  clusterIP: 10.96.0.53\n  selector: {app: dns}\n  ports:\n  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}\n";
-    const BOUND: Duration = Duration::from_secs(2);
+const DNS_ONLY: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: default}\nspec:\n  clusterIP: 10.96.0.53\n  selector: {app: dns}\n  ports:\n  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}\n";
+
+type HeldProbe = tokio::task::JoinHandle<sluice_testbed::Result<Vec<ProbeOutcome>>>;
+
+/// The stale-resolver setup: Service dns backed by web-1 (web-2 spare), and
+/// the client pod's resolver holding one connected socket to it, a query
+/// every 50 ms, `queries` in all. Returns the env, the pods manifest (edit
+/// it to move the Service), web-1's and web-2's IPs, and the running probe.
+async fn held_resolver(
+    queries: usize,
+) -> (
+    Env,
+    PathBuf,
+    std::net::Ipv4Addr,
+    std::net::Ipv4Addr,
+    HeldProbe,
+) {
     let env = setup(2, DNS_ONLY).await;
     let pods = env.sb.manifests_dir().join("pods.yaml");
     std::fs::write(
@@ -1117,8 +1130,6 @@ async fn connected_udp_socket_is_reset_when_its_backend_leaves() {
             .any(|s| s.service == "default/dns" && s.backends.len() == 1 && s.backends[0].ip == ip1)
     })
     .await;
-
-    // The resolver: one connected socket, a query every 50 ms, for ~6 s.
     let vip: SocketAddr = "10.96.0.53:53".parse().unwrap();
     let (bin, netns, cgroup) = (
         sluice_bin(),
@@ -1132,10 +1143,18 @@ async fn connected_udp_socket_is_reset_when_its_backend_leaves() {
             Some(&cgroup),
             ProbeKind::UdpHeld,
             &[vip],
-            110,
+            queries,
             Duration::from_millis(200),
         )
     });
+    (env, pods, ip1, ip2, held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_udp_socket_is_reset_when_its_backend_leaves() {
+    const BOUND: Duration = Duration::from_secs(2);
+    let (env, pods, ip1, ip2, held) = held_resolver(110).await;
+    let vip: SocketAddr = "10.96.0.53:53".parse().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // web-1 leaves the Service (its label changes; the pod lives on and would
@@ -1608,38 +1627,7 @@ async fn internal_traffic_policy_local_on_both_paths() {
 /// restarted agent finds nothing to write, and still resets the socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_connected_udp_socket_left_by_a_dead_agent_is_reset_at_start() {
-    const DNS_ONLY: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: default}\nspec:\n  clusterIP: 10.96.0.53\n  selector: {app: dns}\n  ports:\n  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}\n";
-    let mut env = setup(2, DNS_ONLY).await;
-    let pods = env.sb.manifests_dir().join("pods.yaml");
-    std::fs::write(
-        &pods,
-        pods_yaml(&[("client", "client"), ("web-1", "dns"), ("web-2", "spare")]),
-    )
-    .unwrap();
-    let (ip1, ip2) = (env.web[0].ip, env.web[1].ip);
-    wait_services(&env.api, "dns backed by web-1 only", |l| {
-        l.iter()
-            .any(|s| s.service == "default/dns" && s.backends.len() == 1 && s.backends[0].ip == ip1)
-    })
-    .await;
-    let vip: SocketAddr = "10.96.0.53:53".parse().unwrap();
-    let (bin, netns, cgroup) = (
-        sluice_bin(),
-        env.client.netns.clone(),
-        env.sb.cgroup_path().to_path_buf(),
-    );
-    // A query every 50 ms for ~8 s on one connected socket.
-    let held = tokio::task::spawn_blocking(move || {
-        sluice_testbed::probe_in(
-            &bin,
-            &netns,
-            Some(&cgroup),
-            ProbeKind::UdpHeld,
-            &[vip],
-            160,
-            Duration::from_millis(200),
-        )
-    });
+    let (mut env, pods, ip1, ip2, held) = held_resolver(160).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     env.sb.kill_agent().unwrap();
     {

@@ -159,15 +159,18 @@ pub(crate) fn open_map(pin_dir: &Path, name: &[u8]) -> Result<Map, MapsError> {
     })
 }
 
+/// Opens a pinned map as its typed aya wrapper (`?` on failure).
 macro_rules! typed {
     ($pin_dir:expr, $name:expr) => {{
-        let map = open_map($pin_dir, $name)?;
-        map.try_into().map_err(|source| MapsError::Open {
-            path: $pin_dir.join(String::from_utf8_lossy($name).trim_end_matches('\0')),
-            source: Box::new(source),
-        })?
+        let map = $crate::maps::open_map($pin_dir, $name)?;
+        map.try_into()
+            .map_err(|source| $crate::maps::MapsError::Open {
+                path: $pin_dir.join(String::from_utf8_lossy($name).trim_end_matches('\0')),
+                source: Box::new(source),
+            })?
     }};
 }
+pub(crate) use typed;
 
 impl LbMaps {
     /// Opens the maps pinned in `pin_dir` (created by [`crate::Datapath::load`]).

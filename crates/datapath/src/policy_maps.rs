@@ -8,7 +8,7 @@ use crate::bindings::{
     EP_F_INGRESS_ENFORCED, POLICY_PREFIX_FIXED, SLUICE_MAP_ENDPOINTS, SLUICE_MAP_IPCACHE,
     SLUICE_MAP_POLICY, SLUICE_MAP_POLICY_CT,
 };
-use crate::maps::{open_map, MapsError};
+use crate::maps::{typed, MapsError};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, MapError};
 use std::net::Ipv4Addr;
@@ -121,16 +121,6 @@ pub struct PolicyMaps {
     endpoints: HashMap<MapData, u32, endpoint_info>,
     policy: LpmTrie<MapData, policy_match, policy_entry>,
     flows: HashMap<MapData, crate::bindings::pol_ct_key, crate::bindings::pol_ct_entry>,
-}
-
-macro_rules! typed {
-    ($pin_dir:expr, $name:expr) => {{
-        let map = open_map($pin_dir, $name)?;
-        map.try_into().map_err(|source| MapsError::Open {
-            path: $pin_dir.join(String::from_utf8_lossy($name).trim_end_matches('\0')),
-            source: Box::new(source),
-        })?
-    }};
 }
 
 impl PolicyMaps {
