@@ -28,6 +28,7 @@
 #define SLUICE_MAP_SOCK_REVNAT "sl_sock_revnat"
 #define SLUICE_MAP_SOCK_OPTOUT "sl_sock_optout"
 #define SLUICE_MAP_AFFINITY "sl_affinity"
+#define SLUICE_MAP_MAGLEV "sl_maglev"
 #define SLUICE_MAP_IPCACHE "sl_ipcache"
 #define SLUICE_MAP_ENDPOINTS "sl_endpoints"
 #define SLUICE_MAP_POLICY "sl_policy"
@@ -42,6 +43,8 @@
 #define SLUICE_SOCK_REVNAT_MAX 262144
 /* Network namespaces (pods) that opted out of socket-level LB. */
 #define SLUICE_SOCK_OPTOUT_MAX 65536
+/* Maglev table chunks: 8 per Service at the default table size (16381). */
+#define SLUICE_MAGLEV_MAX 524288
 /* Session affinity: (client, frontend) → backend (LRU). */
 #define SLUICE_AFFINITY_MAX 262144
 /* NetworkPolicy: prefixes (pods, nodes, policy CIDRs) → identity. */
@@ -79,6 +82,8 @@ struct lb_service_key {
 /* No backend: drop instead of refusing (internalTrafficPolicy Local with no
  * local endpoint, as kube-proxy does). */
 #define LB_FLAG_DROP_NO_BACKEND (1 << 2)
+/* New flows take their backend from the frontend's Maglev table (sl_maglev). */
+#define LB_FLAG_MAGLEV (1 << 3)
 
 struct lb_service {
 	/* slot entries: the backend; master: the session affinity timeout in
@@ -125,6 +130,23 @@ struct affinity_entry {
 	__u32 backend_id;
 	__u16 slot; /* where the backend was; checked, then searched by address */
 	__u16 pad0;
+};
+
+/*
+ * sl_maglev: a frontend's Maglev table, M entries (M prime, the agent's
+ * --maglev-table-size, the same on every node) in chunks of MAGLEV_CHUNK.
+ * Entry i is the slot number (1..count) of the backend for flows hashing
+ * to i. Two bytes per entry: 10,000 Services at M = 16381 hold 320 MiB.
+ */
+#define MAGLEV_CHUNK 2048
+
+struct maglev_key {
+	__u32 rev_nat_id;
+	__u32 chunk; /* entry / MAGLEV_CHUNK */
+};
+
+struct maglev_chunk {
+	__u16 slots[MAGLEV_CHUNK];
 };
 
 /* ct_key.dir */
@@ -415,6 +437,8 @@ _Static_assert(sizeof(struct ct_entry) == 40, "ct_entry layout");
 _Static_assert(sizeof(struct sluice_traffic) == 16, "sluice_traffic layout");
 _Static_assert(sizeof(struct sluice_event) == 72, "sluice_event layout");
 _Static_assert(sizeof(struct sluice_config) == 8, "sluice_config layout");
+_Static_assert(sizeof(struct maglev_key) == 8, "maglev_key layout");
+_Static_assert(sizeof(struct maglev_chunk) == 2 * MAGLEV_CHUNK, "maglev_chunk layout");
 _Static_assert(sizeof(struct affinity_key) == 16, "affinity_key layout");
 _Static_assert(sizeof(struct affinity_entry) == 16, "affinity_entry layout");
 _Static_assert(sizeof(struct ipcache_key) == 8, "ipcache_key layout");

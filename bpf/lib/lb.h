@@ -81,7 +81,10 @@ static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt,
 		return LB_NO_BACKEND;
 	}
 
-	backend = lb_select(svc, lookup_addr, pkt->dport, pkt->proto, pkt->saddr, &backend_id);
+	backend = lb_select(svc, lookup_addr, pkt->dport, pkt->proto, pkt->saddr,
+			    lb_flow_hash(((__u64)pkt->saddr << 32) | pkt->daddr,
+					 ((__u64)pkt->sport << 24) | ((__u64)pkt->dport << 8) | pkt->proto),
+			    &backend_id);
 	if (!backend) {
 		metric_inc(METRIC_DROP_INCONSISTENT_SLOT);
 		obs->reason = SLUICE_REASON_INCONSISTENT_SLOT;

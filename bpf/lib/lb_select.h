@@ -30,6 +30,51 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_affinity SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct maglev_key);
+	__type(value, struct maglev_chunk);
+	__uint(max_entries, SLUICE_MAGLEV_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_maglev SEC(".maps");
+
+/* Maglev table size (prime), set by the agent at load time. */
+volatile const __u32 maglev_table_size = 16381;
+
+/* lb_flow_hash() - mixes two words (murmur3's finalizer): spreads flows
+ * over the Maglev table; the same flow hashes the same on every node. */
+static __always_inline __u32 lb_flow_hash(__u64 a, __u64 b)
+{
+	__u64 h = a ^ (b * 0x9e3779b97f4a7c15ULL);
+
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return (__u32)h;
+}
+
+/**
+ * lb_maglev_slot() - the slot the frontend's Maglev table gives @hash, or 0
+ * when the table is missing or names a slot the master no longer counts
+ * (mid-update: the caller falls back to a random slot).
+ */
+static __always_inline __u16 lb_maglev_slot(__u32 rev_nat_id, __u16 count, __u32 hash)
+{
+	__u32 m = maglev_table_size ? maglev_table_size : 1;
+	__u32 idx = hash % m;
+	struct maglev_key k = { .rev_nat_id = rev_nat_id, .chunk = idx / MAGLEV_CHUNK };
+	struct maglev_chunk *c = bpf_map_lookup_elem(&sl_maglev, &k);
+	__u16 slot;
+
+	if (!c)
+		return 0;
+	slot = c->slots[idx & (MAGLEV_CHUNK - 1)];
+	return slot >= 1 && slot <= count ? slot : 0;
+}
+
 /* Slots are sorted by backend address (ip, port): at most this many steps
  * of a binary search find one among 65535. */
 #define LB_SEARCH_STEPS 17
@@ -105,19 +150,21 @@ static __always_inline struct lb_backend *lb_affinity_backend(struct lb_service_
  * lb_select() - pick a backend of frontend @svc for a new flow of @client.
  * @client: the client's IPv4 address (tc) or AFFINITY_CLIENT_NETNS | netns
  *          cookie (socket hooks): who session affinity sticks to.
+ * @hash: the flow's hash (lb_flow_hash), for Maglev frontends.
  *
  * With session affinity (LB_FLAG_AFFINITY; the master's backend_id holds
  * the timeout in seconds), a client that got a backend less than the
  * timeout ago gets it again while it is still one of the frontend's; the
  * timeout restarts with every new flow, as kube-proxy's `recent` match
- * does. Otherwise a backend is picked at random.
+ * does. Otherwise a Maglev frontend (LB_FLAG_MAGLEV) takes the slot its
+ * table gives @hash, and any other a random one.
  *
  * The reconciler writes slots before the master that counts them and shrinks
  * the master before deleting slots, so slot 1..count always exist; a miss here
  * means the maps are inconsistent and the packet is dropped, not misrouted.
  */
 static __always_inline struct lb_backend *lb_select(const struct lb_service *svc, __be32 addr,
-						    __be16 port, __u8 proto, __u64 client,
+						    __be16 port, __u8 proto, __u64 client, __u32 hash,
 						    __u32 *backend_id)
 {
 	struct lb_service_key key = {
@@ -144,7 +191,11 @@ static __always_inline struct lb_backend *lb_select(const struct lb_service *svc
 			}
 		}
 	}
-	key.slot = (bpf_get_prandom_u32() % count) + 1;
+	key.slot = 0;
+	if (svc->flags & LB_FLAG_MAGLEV)
+		key.slot = lb_maglev_slot(svc->rev_nat_id, count, hash);
+	if (!key.slot)
+		key.slot = (bpf_get_prandom_u32() % count) + 1;
 	slot = bpf_map_lookup_elem(&sl_services, &key);
 	if (!slot)
 		return NULL;

@@ -75,7 +75,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	__be32 addr = ctx->user_ip4;
 	__be16 port = (__be16)ctx->user_port;
 	__u32 backend_id = 0;
-	__u64 netns;
+	__u64 netns, client;
 	__u8 proto;
 
 	if (addr == 0 || !sock_l4_proto(ctx, &proto))
@@ -95,8 +95,12 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	}
 	/* The pod is its network namespace: connect() may not know its
 	 * source address yet, the namespace is known. */
-	backend = lb_select(svc, addr, port, proto,
-			    AFFINITY_CLIENT_NETNS | bpf_get_netns_cookie(ctx), &backend_id);
+	/* No source port yet at connect(): Maglev hashes the client (its
+	 * namespace) and the frontend. */
+	client = AFFINITY_CLIENT_NETNS | bpf_get_netns_cookie(ctx);
+	backend = lb_select(svc, addr, port, proto, client,
+			    lb_flow_hash(client, ((__u64)addr << 24) | ((__u64)port << 8) | proto),
+			    &backend_id);
 	if (!backend) {
 		/* Inconsistent maps: leave it to tc, which counts and drops it. */
 		metric_inc(METRIC_DROP_INCONSISTENT_SLOT);

@@ -58,9 +58,9 @@ fn generate_bindings(header: &Path, out: &Path) {
         .header(header.to_string_lossy())
         .clang_arg("-I/usr/include/x86_64-linux-gnu")
         .allowlist_type(
-            "lb_.*|ct_.*|sluice_.*|sock_revnat_.*|ipcache_.*|endpoint_info|policy_.*|pol_ct_.*|affinity_.*",
+            "lb_.*|ct_.*|sluice_.*|sock_revnat_.*|ipcache_.*|endpoint_info|policy_.*|pol_ct_.*|affinity_.*|maglev_.*",
         )
-        .allowlist_var("SLUICE_.*|LB_FLAG_.*|CT_.*|EP_F_.*|POLICY_.*|AFFINITY_.*")
+        .allowlist_var("SLUICE_.*|LB_FLAG_.*|CT_.*|EP_F_.*|POLICY_.*|AFFINITY_.*|MAGLEV_.*")
         .derive_default(true)
         .derive_debug(true)
         .derive_eq(true)

@@ -100,6 +100,8 @@ pub struct Controller {
     revnat_map: Option<SockRevNatMap>,
     /// NetworkPolicy: compiler, maps, explain.
     policy: PolicyPlane,
+    /// Maglev tables of the frontends that use Maglev (None: map missing).
+    maglev: Option<crate::maglev_sync::MaglevSync>,
 }
 
 /// Pod or Namespace annotation: `"false"` keeps the pod's Service traffic
@@ -169,6 +171,16 @@ impl Controller {
             crate::node_addrs::node_ipv4_addrs(),
             &tel,
         );
+        let maglev = match crate::maglev_sync::MaglevSync::open(
+            datapath.pin_dir(),
+            cfg.maglev_table_size,
+        ) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(error = %e, "Maglev tables unavailable: Maglev Services pick at random");
+                None
+            }
+        };
         let mut c = Self {
             cfg,
             store: Store::new(),
@@ -190,6 +202,7 @@ impl Controller {
             optout: HashMap::new(),
             revnat_map: None,
             policy,
+            maglev,
         };
         if c.cfg.socket_lb {
             c.socket_lb = c.datapath.attach_sockets(&c.cfg.cgroup);
@@ -585,6 +598,7 @@ impl Controller {
         });
         let udp_before = self.udp_pairs(&ops);
         let result = self.reconciler.apply(&ops);
+        self.sync_maglev(&ops);
         // What a write made unreachable (even a partly applied plan).
         let udp_gone: BTreeSet<(SocketAddrV4, SocketAddrV4)> = udp_before
             .difference(&self.udp_pairs(&ops))
@@ -608,6 +622,29 @@ impl Controller {
                 self.dirty = true;
                 tracing::error!(error = %e, "map update incomplete; what was programmed stays, retrying");
             }
+        }
+    }
+
+    /// Rewrites the Maglev tables of the frontends `ops` touched, after
+    /// their slots (a table names slot numbers).
+    fn sync_maglev(&mut self, ops: &[MapOp]) {
+        let Some(maglev) = self.maglev.as_mut() else {
+            return;
+        };
+        let touched = ops
+            .iter()
+            .filter_map(|op| match op {
+                MapOp::UpsertSlot { frontend, .. }
+                | MapOp::DeleteSlot { frontend, .. }
+                | MapOp::UpsertMaster { frontend, .. }
+                | MapOp::DeleteMaster { frontend } => Some(*frontend),
+                _ => None,
+            })
+            .collect();
+        if let Err(e) = maglev.sync(self.engine.desired(), touched) {
+            tracing::error!(error = %e, "Maglev table write failed; those frontends pick at random until the retry");
+            maglev.mark_full();
+            self.dirty = true;
         }
     }
 

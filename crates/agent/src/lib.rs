@@ -7,6 +7,7 @@ pub mod controller;
 pub mod endpoints;
 pub mod flows;
 pub mod ipam;
+pub mod maglev_sync;
 pub mod metrics;
 pub mod netns;
 pub mod node_addrs;
@@ -49,6 +50,8 @@ pub struct AgentConfig {
     /// cgroup v2 directory whose processes get socket-level LB (normally
     /// the cgroup2 mount root: every pod on the node).
     pub cgroup: PathBuf,
+    /// Maglev table size (prime), the same on every node.
+    pub maglev_table_size: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         node_name: cfg.node_name.clone(),
         ct_timeouts: cfg.ct_timeouts,
         map_sizes: cfg.map_sizes,
+        maglev_table_size: cfg.maglev_table_size,
         socket_lb: cfg.socket_lb,
     };
     let datapath = Datapath::load(&dp_cfg)?;

@@ -87,6 +87,12 @@ enum EndpointCmd {
     List(OutputArgs),
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LbAlgorithm {
+    Random,
+    Maglev,
+}
+
 #[derive(Subcommand)]
 enum IdentityCmd {
     /// List identities: number, kind, labels, local pods.
@@ -220,6 +226,15 @@ struct AgentArgs {
     /// Capacity of the services map (one entry per frontend plus one per backend slot).
     #[arg(long, default_value_t = sluice_datapath::loader::MapSizes::default().services)]
     services_map_size: u32,
+    /// Backend selection for Services without the `sluice.io/lb-algorithm`
+    /// annotation: random, or maglev (consistent hashing: every node picks
+    /// the same backend for a flow, a backend change moves few flows).
+    #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]
+    lb_algorithm: LbAlgorithm,
+    /// Maglev table size: a prime, the same on every node; ≥ 100× the
+    /// largest backend count (2 bytes per entry per Maglev Service).
+    #[arg(long, default_value_t = sluice_core::maglev::DEFAULT_TABLE_SIZE)]
+    maglev_table_size: u32,
     /// Serve Prometheus metrics on HOST:PORT (`GET /metrics`); off unless given.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -257,7 +272,10 @@ async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
         node_port_range: parse_range(&a.nodeport_range)?,
         // EndpointSlice endpoints with this nodeName are local to this node.
         node_name: Some(a.node_name.clone()),
+        maglev_default: a.lb_algorithm == LbAlgorithm::Maglev,
     };
+    sluice_core::maglev::check_table_size(a.maglev_table_size)
+        .map_err(|e| anyhow::anyhow!("--maglev-table-size: {e}"))?;
     let map_sizes = sluice_datapath::loader::MapSizes {
         ct: a.ct_map_size,
         services: a.services_map_size,
@@ -287,6 +305,7 @@ async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
         metrics_addr: a.metrics_addr,
         flow_history: a.flow_history,
         socket_lb: a.socket_lb,
+        maglev_table_size: a.maglev_table_size,
         cgroup,
     };
     sluice_agent::run(cfg).await.context("agent failed")

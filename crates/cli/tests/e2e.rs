@@ -1698,3 +1698,64 @@ async fn a_stale_connected_udp_socket_left_by_a_dead_agent_is_reset_at_start() {
     );
     env.sb.teardown().unwrap();
 }
+
+/// Entries of one pinned map, as `sluice map list -o json` reports them.
+fn map_entries(sb: &Sandbox, map: &str) -> u64 {
+    let out = sluice_lines(sb, &["map", "list", "--node", sb.run_id(), "-o", "json"]).join("\n");
+    let maps: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    maps.iter()
+        .find(|m| m["name"] == map)
+        .and_then(|m| m["entries"].as_u64())
+        .unwrap_or_else(|| panic!("no {map} in {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maglev_service_gets_tables_that_follow_its_backends() {
+    let maglev = SERVICES.replacen(
+        "metadata: {name: web, namespace: default}",
+        "metadata: {name: web, namespace: default, annotations: {sluice.io/lb-algorithm: maglev}}",
+        1,
+    );
+    assert_ne!(maglev, SERVICES);
+    let mut env = setup(3, &maglev).await;
+    wait_services(&env.api, "web with 3 backends", |l| {
+        backends_of(l, "default/web", 80) == 3
+    })
+    .await;
+    // web has 5 frontends (3 ClusterIP ports, 2 NodePorts): 8 chunks each
+    // at M = 16381.
+    wait_until("Maglev tables written", || {
+        map_entries(&env.sb, "sl_maglev") == 40
+    })
+    .await;
+    let vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    let seen = http_spread(&env.client.netns, vip, 40);
+    assert!(seen.len() > 1, "flows spread over the table: {seen:?}");
+
+    // A backend leaves: the tables are rewritten in place, traffic goes on.
+    let pods = env.sb.manifests_dir().join("pods.yaml");
+    std::fs::write(
+        &pods,
+        pods_yaml(&[
+            ("client", "client"),
+            ("web-1", "web"),
+            ("web-2", "web"),
+            ("web-3", "gone"),
+        ]),
+    )
+    .unwrap();
+    wait_services(&env.api, "web with 2 backends", |l| {
+        backends_of(l, "default/web", 80) == 2
+    })
+    .await;
+    assert_eq!(map_entries(&env.sb, "sl_maglev"), 40);
+    let seen = http_spread(&env.client.netns, vip, 40);
+    assert!(!seen.contains_key("default/web-3"), "{seen:?}");
+    // Switched back to random: the tables go.
+    std::fs::write(env.sb.manifests_dir().join("services.yaml"), SERVICES).unwrap();
+    wait_until("Maglev tables removed", || {
+        map_entries(&env.sb, "sl_maglev") == 0
+    })
+    .await;
+    env.sb.teardown().unwrap();
+}

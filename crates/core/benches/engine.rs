@@ -45,6 +45,7 @@ fn service(i: u32) -> Change {
         }],
         session_affinity_timeout: None,
         internal_traffic_local: false,
+        maglev: None,
     }))
 }
 

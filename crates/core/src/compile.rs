@@ -19,7 +19,8 @@ use crate::index::{Key, Objects};
 pub use crate::model::Protocol;
 use crate::model::{Change, Service};
 use crate::plan::{
-    plan_frontend, AppliedState, MapOp, Master, FLAG_AFFINITY, FLAG_DROP_NO_BACKEND, FLAG_NODE_PORT,
+    plan_frontend, AppliedState, MapOp, Master, FLAG_AFFINITY, FLAG_DROP_NO_BACKEND, FLAG_MAGLEV,
+    FLAG_NODE_PORT,
 };
 
 /// A service address as the datapath matches it. `ip` 0.0.0.0 is a
@@ -73,6 +74,9 @@ pub struct DesiredService {
     /// With no backend, drop (internalTrafficPolicy Local) instead of refusing.
     #[serde(default)]
     pub drop_no_backend: bool,
+    /// Backends are picked from a Maglev table (`crate::maglev`).
+    #[serde(default)]
+    pub maglev: bool,
 }
 
 impl DesiredService {
@@ -92,7 +96,7 @@ impl DesiredService {
                 FLAG_DROP_NO_BACKEND
             } else {
                 0
-            },
+            } | if self.maglev { FLAG_MAGLEV } else { 0 },
             affinity_timeout: self.affinity_timeout,
         }
     }
@@ -141,6 +145,7 @@ struct Spec {
     backends: Vec<BackendAddr>,
     affinity_timeout: u32,
     drop_no_backend: bool,
+    maglev: bool,
 }
 
 /// IDs taken during a batch, released only at its end so that an ID freed
@@ -280,6 +285,7 @@ impl Engine {
                     backends,
                     affinity_timeout: svc.session_affinity_timeout.unwrap_or(0),
                     drop_no_backend,
+                    maglev: svc.maglev.unwrap_or(self.config.maglev_default),
                 })
             };
             push(
@@ -402,6 +408,7 @@ impl Engine {
                     backend_ids,
                     affinity_timeout: s.affinity_timeout,
                     drop_no_backend: s.drop_no_backend,
+                    maglev: s.maglev,
                 });
             }
             Ok(())

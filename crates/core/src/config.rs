@@ -13,6 +13,10 @@ pub struct CompileConfig {
     /// endpoint of a slice is local.
     #[serde(default)]
     pub node_name: Option<String>,
+    /// Backend selection for Services without the `sluice.io/lb-algorithm`
+    /// annotation: Maglev when true, random otherwise.
+    #[serde(default)]
+    pub maglev_default: bool,
 }
 
 impl Default for CompileConfig {
@@ -20,6 +24,7 @@ impl Default for CompileConfig {
         Self {
             node_port_range: 30000..=32767,
             node_name: None,
+            maglev_default: false,
         }
     }
 }

@@ -154,6 +154,37 @@ pub fn sorted(backends: &[Backend]) -> Vec<Backend> {
     v
 }
 
+/// The table of a frontend as the datapath reads it: for each of the `m`
+/// entries, the slot number (1-based, in `backends` order, which is the
+/// order the agent writes slots in) of the chosen backend. Backends are
+/// keyed by `ip:port`, so the same backends give the same table anywhere.
+pub fn slot_table(backends: &[crate::BackendAddr], m: u32) -> Result<Vec<u16>, MaglevError> {
+    let keyed: Vec<Backend> = backends
+        .iter()
+        .map(|b| Backend {
+            key: format!("{}:{}", b.ip, b.port),
+            weight: 1,
+        })
+        .collect();
+    let order = sorted(&keyed);
+    let table = build(&keyed, m)?;
+    // Position of each sorted backend among the slots.
+    let slot_of: Vec<u16> = order
+        .iter()
+        .map(|b| {
+            keyed
+                .iter()
+                .position(|k| k.key == b.key)
+                .and_then(|i| u16::try_from(i + 1).ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    Ok(table
+        .into_iter()
+        .map(|i| slot_of.get(usize::from(i)).copied().unwrap_or(0))
+        .collect())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -212,6 +243,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn slot_tables_name_slots_in_the_agents_order() {
+        let addr = |last: u8| crate::BackendAddr {
+            ip: std::net::Ipv4Addr::new(10, 244, 0, last),
+            port: 8080,
+            proto: crate::Protocol::Tcp,
+        };
+        // Slot order is numeric (9 before 10); key order is textual.
+        let slots = [addr(9), addr(10), addr(11)];
+        let t = slot_table(&slots, 16381).unwrap();
+        assert!(t.iter().all(|s| (1..=3).contains(s)));
+        let mut seen = [0usize; 4];
+        for s in &t {
+            seen[usize::from(*s)] += 1;
+        }
+        assert!(
+            seen[1..].iter().all(|&c| c == 5460 || c == 5461),
+            "{seen:?}"
+        );
+        assert!(slot_table(&[], 16381).unwrap().is_empty());
     }
 
     #[test]

@@ -198,7 +198,14 @@ pub struct Service {
     /// on this node; none there means DROP.
     #[serde(default)]
     pub internal_traffic_local: bool,
+    /// Annotation `sluice.io/lb-algorithm`: `Some(true)` maglev,
+    /// `Some(false)` random, `None` the node's default.
+    #[serde(default)]
+    pub maglev: Option<bool>,
 }
+
+/// Per-Service choice of backend selection: `maglev` or `random`.
+pub const LB_ALGORITHM_ANNOTATION: &str = "sluice.io/lb-algorithm";
 
 /// Kubernetes' default and largest `sessionAffinityConfig.clientIP.timeoutSeconds`.
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;

@@ -21,6 +21,9 @@ pub const FLAG_AFFINITY: u8 = 2;
 /// `LB_FLAG_DROP_NO_BACKEND`: with no backend, drop instead of refusing
 /// (internalTrafficPolicy Local with no local endpoint, as kube-proxy does).
 pub const FLAG_DROP_NO_BACKEND: u8 = 4;
+/// `LB_FLAG_MAGLEV`: new flows pick their backend from the frontend's
+/// Maglev table (`sl_maglev`), by a hash of the flow.
+pub const FLAG_MAGLEV: u8 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MapOp {

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::config::CompileConfig;
 use crate::error::ObjectError;
+use crate::model::LB_ALGORITHM_ANNOTATION;
 use crate::model::{
     AddressType, ContainerPort, Endpoint, EndpointPort, EndpointSlice, Meta, Namespace, Pod,
     Protocol, Service, ServicePort, ServiceType, TargetPort, TargetRef, DEFAULT_AFFINITY_TIMEOUT,
@@ -194,6 +195,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             ports: Vec::new(),
             session_affinity_timeout: None,
             internal_traffic_local: false,
+            maglev: None,
         });
     }
     let cluster_ip = cluster_ip(spec.cluster_ip.as_deref(), &spec.cluster_ips)?;
@@ -211,6 +213,21 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             return Err(ObjectError::invalid(
                 "spec.internalTrafficPolicy",
                 format!("{other:?} is not one of Cluster, Local"),
+            ))
+        }
+    };
+    let maglev = match meta
+        .annotations
+        .get(LB_ALGORITHM_ANNOTATION)
+        .map(|v| v.trim())
+    {
+        None => None,
+        Some("maglev") => Some(true),
+        Some("random") => Some(false),
+        Some(other) => {
+            return Err(ObjectError::invalid(
+                format!("metadata.annotations[{LB_ALGORITHM_ANNOTATION:?}]"),
+                format!("{other:?} is not one of maglev, random"),
             ))
         }
     };
@@ -249,6 +266,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
         ports,
         session_affinity_timeout,
         internal_traffic_local,
+        maglev,
     })
 }
 

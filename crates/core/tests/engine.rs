@@ -298,6 +298,7 @@ fn plan_full_frees_entries_before_writing_new_ones() {
             backend_ids: vec![1],
             affinity_timeout: 0,
             drop_no_backend: false,
+            maglev: false,
         },
     );
     let ops = plan_full(&desired, &applied);
@@ -466,4 +467,27 @@ fn internal_traffic_policy_local_limits_the_cluster_ip_to_this_node() {
     )));
     assert_eq!(frontends(&engine)[0].1, vec!["10.244.1.1"]);
     assert_eq!(frontends(&engine)[0].2, 0);
+}
+
+/// Maglev per Service (annotation) or node-wide (config), as a master flag.
+#[test]
+fn maglev_is_chosen_per_service_or_node_wide() {
+    let svc = |annotation: &str| {
+        format!("kind: Service\nmetadata: {{name: m{annotation}}}\nspec:\n  clusterIP: 10.96.0.{}\n  ports: [{{port: 80}}]\n", 20 + annotation.len())
+    };
+    let flags = |e: &Engine, name: &str| e.service("default", name)[0].master().flags;
+    let annotated = "kind: Service\nmetadata: {name: mm, annotations: {sluice.io/lb-algorithm: maglev}}\nspec:\n  clusterIP: 10.96.0.30\n  ports: [{port: 80}]\n";
+    let mut e = Engine::new(CompileConfig::default());
+    e.apply(&changes(&format!("{}---\n{annotated}", svc(""))));
+    assert_eq!(flags(&e, "m"), 0);
+    assert_eq!(flags(&e, "mm"), 8);
+    let cfg = CompileConfig {
+        maglev_default: true,
+        ..CompileConfig::default()
+    };
+    let mut e = Engine::new(cfg);
+    let opted_out = annotated.replace("maglev}", "random}");
+    e.apply(&changes(&format!("{}---\n{opted_out}", svc(""))));
+    assert_eq!(flags(&e, "m"), 8, "node default");
+    assert_eq!(flags(&e, "mm"), 0, "the annotation wins");
 }

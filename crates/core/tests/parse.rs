@@ -270,3 +270,22 @@ fn session_affinity_is_validated_with_kubernetes_defaults() {
         vec![r#"s.yaml: Service default/s: spec.sessionAffinity: "Sticky" is not one of None, ClientIP"#.to_string()]
     );
 }
+
+#[test]
+fn lb_algorithm_annotation_is_validated() {
+    let svc = |value: &str| {
+        format!(
+            "kind: Service\nmetadata: {{name: s, annotations: {{sluice.io/lb-algorithm: {value}}}}}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{{port: 80}}]\n"
+        )
+    };
+    let maglev_of = |text: &str| match &parse_documents("s.yaml", text).objects[0].0 {
+        Object::Service(s) => s.maglev,
+        _ => panic!("not a service"),
+    };
+    assert_eq!(maglev_of(&svc("maglev")), Some(true));
+    assert_eq!(maglev_of(&svc("random")), Some(false));
+    assert_eq!(
+        errors("s.yaml", &svc("round-robin")),
+        vec![r#"s.yaml: Service default/s: metadata.annotations["sluice.io/lb-algorithm"]: "round-robin" is not one of maglev, random"#.to_string()]
+    );
+}

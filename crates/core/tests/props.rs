@@ -69,6 +69,7 @@ fn service(i: u8, app: usize, node_port: bool, two_ports: bool, named: bool) -> 
         // Some Services with session affinity: its timeout rides in the master.
         session_affinity_timeout: i.is_multiple_of(3).then_some(30),
         internal_traffic_local: false,
+        maglev: i.is_multiple_of(2).then_some(true),
     }))
 }
 

@@ -26,3 +26,5 @@ unsafe impl aya::Pod for pol_ct_key {}
 unsafe impl aya::Pod for pol_ct_entry {}
 unsafe impl aya::Pod for affinity_key {}
 unsafe impl aya::Pod for affinity_entry {}
+unsafe impl aya::Pod for maglev_key {}
+unsafe impl aya::Pod for maglev_chunk {}

@@ -83,6 +83,8 @@ pub struct MapSizes {
     pub backends: u32,
     pub revnat: u32,
     pub ct: u32,
+    /// Maglev table chunks (8 per Maglev frontend at M = 16381).
+    pub maglev: u32,
     /// NetworkPolicy: ipcache prefixes, policy entries, judged flows.
     pub ipcache: u32,
     pub policy: u32,
@@ -97,6 +99,7 @@ impl Default for MapSizes {
             backends: SLUICE_BACKENDS_MAX,
             revnat: SLUICE_REVNAT_MAX,
             ct: SLUICE_CT_MAX,
+            maglev: SLUICE_MAGLEV_MAX,
             ipcache: SLUICE_IPCACHE_MAX,
             policy: SLUICE_POLICY_MAX,
             policy_ct: SLUICE_POLICY_CT_MAX,
@@ -112,6 +115,8 @@ pub struct DatapathConfig {
     pub node_name: String,
     pub ct_timeouts: CtTimeouts,
     pub map_sizes: MapSizes,
+    /// Maglev table size (prime; `sluice_core::maglev::check_table_size`).
+    pub maglev_table_size: u32,
     /// Load the socket-level LB programs (`bpf/sock.c`). Off: they are not
     /// loaded, and [`Datapath::detach_sockets`] removes earlier attachments.
     pub socket_lb: bool,
@@ -124,6 +129,7 @@ impl DatapathConfig {
             node_name: node_name.into(),
             ct_timeouts: CtTimeouts::default(),
             map_sizes: MapSizes::default(),
+            maglev_table_size: 16381,
             socket_lb: true,
         }
     }
@@ -264,6 +270,8 @@ fn load_object(
         .map_max_entries("sl_backends", cfg.map_sizes.backends)
         .map_max_entries("sl_revnat", cfg.map_sizes.revnat)
         .map_max_entries("sl_ct", cfg.map_sizes.ct)
+        .map_max_entries("sl_maglev", cfg.map_sizes.maglev)
+        .override_global("maglev_table_size", &cfg.maglev_table_size, true)
         .map_max_entries("sl_ipcache", cfg.map_sizes.ipcache)
         .map_max_entries("sl_policy", cfg.map_sizes.policy)
         .map_max_entries("sl_pol_ct", cfg.map_sizes.policy_ct)
@@ -303,6 +311,8 @@ fn load_sock_object(
         .map_max_entries("sl_backends", cfg.map_sizes.backends)
         .map_max_entries("sl_revnat", cfg.map_sizes.revnat)
         .map_max_entries("sl_ct", cfg.map_sizes.ct)
+        .map_max_entries("sl_maglev", cfg.map_sizes.maglev)
+        .override_global("maglev_table_size", &cfg.maglev_table_size, true)
         .load(SOCK_OBJ);
     let mut ebpf = match loaded {
         Ok(e) => e,

@@ -497,3 +497,62 @@ impl SockRevNatMap {
             .collect()
     }
 }
+
+/// `sl_maglev`: the Maglev tables of the frontends that use Maglev, in
+/// chunks of `MAGLEV_CHUNK` slot numbers. Written by the agent only.
+pub struct MaglevMap {
+    map: HashMap<MapData, crate::bindings::maglev_key, crate::bindings::maglev_chunk>,
+}
+
+/// Entries per chunk of a Maglev table.
+pub const MAGLEV_CHUNK: usize = crate::bindings::MAGLEV_CHUNK as usize;
+
+impl MaglevMap {
+    pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            map: typed!(pin_dir, crate::bindings::SLUICE_MAP_MAGLEV),
+        })
+    }
+
+    /// Writes chunk `chunk` of frontend `rev_nat_id`'s table; `slots`
+    /// shorter than a chunk (the table's tail) is padded with 0 (no slot).
+    pub fn upsert_chunk(
+        &mut self,
+        rev_nat_id: u32,
+        chunk: u32,
+        slots: &[u16],
+    ) -> Result<(), MapsError> {
+        let mut v = crate::bindings::maglev_chunk {
+            slots: [0; MAGLEV_CHUNK],
+        };
+        let n = slots.len().min(MAGLEV_CHUNK);
+        v.slots[..n].copy_from_slice(&slots[..n]);
+        let k = crate::bindings::maglev_key { rev_nat_id, chunk };
+        self.map.insert(k, v, 0).map_err(|source| MapsError::Write {
+            map: "sl_maglev",
+            op: "insert",
+            source: Box::new(source),
+        })
+    }
+
+    pub fn delete_chunk(&mut self, rev_nat_id: u32, chunk: u32) -> Result<(), MapsError> {
+        let k = crate::bindings::maglev_key { rev_nat_id, chunk };
+        ignore_missing(self.map.remove(&k)).map_err(|source| MapsError::Write {
+            map: "sl_maglev",
+            op: "delete",
+            source: Box::new(source),
+        })
+    }
+
+    /// Every (rev-NAT id, chunk) the map holds.
+    pub fn keys(&self) -> Result<Vec<(u32, u32)>, MapsError> {
+        self.map
+            .keys()
+            .map(|k| k.map(|k| (k.rev_nat_id, k.chunk)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| MapsError::Read {
+                map: "sl_maglev",
+                source: Box::new(source),
+            })
+    }
+}

@@ -1299,3 +1299,61 @@ fn no_local_endpoint_drops_instead_of_refusing() {
     assert_eq!(Some(ev[0].reason), reason_code("no_local_backend"));
     assert!(!ev[0].has_flag(SLUICE_EVENT_F_REPLIED));
 }
+
+// ---------------------------------------------------------------- Maglev
+
+const LB_FLAG_MAGLEV: u8 = 8;
+
+impl Harness {
+    /// A Maglev frontend over A, B, C (slots in address order) with the
+    /// table the agent would write.
+    fn maglev_service(&mut self, f: FrontendKey) {
+        let backends = [(1, BACKEND_A), (2, BACKEND_B), (3, BACKEND_C)];
+        self.affinity_service(f, 0, &backends);
+        self.maps.upsert_master(f, 3, 9, LB_FLAG_MAGLEV, 0).unwrap();
+        let addrs: Vec<sluice_core::BackendAddr> = backends
+            .iter()
+            .map(|(_, ip)| sluice_core::BackendAddr {
+                ip: *ip,
+                port: 8080,
+                proto: sluice_core::Protocol::Tcp,
+            })
+            .collect();
+        let table = sluice_core::maglev::slot_table(&addrs, 16381).unwrap();
+        let mut m = sluice_datapath::MaglevMap::open(self.dp.pin_dir()).unwrap();
+        for (c, chunk) in table
+            .chunks(sluice_datapath::maps::MAGLEV_CHUNK)
+            .enumerate()
+        {
+            m.upsert_chunk(9, c as u32, chunk).unwrap();
+        }
+    }
+}
+
+/// Two nodes with the same backends pick the same backend for each flow
+/// (a flow's hash indexes the same table), and flows spread over all.
+#[test]
+fn maglev_picks_the_same_backend_for_a_flow_on_every_node() {
+    let f = fe(VIP, 80, TCP);
+    let (mut node1, mut node2) = (Harness::new(), Harness::new());
+    node1.maglev_service(f);
+    node2.maglev_service(f);
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in 55000..55060 {
+        let a = node1.backend_of_new_flow(CLIENT, sport);
+        let b = node2.backend_of_new_flow(CLIENT, sport);
+        assert_eq!(a, b, "flow from port {sport}");
+        // The same flow again (a new SYN after the first closed) keeps it.
+        seen.insert(a);
+    }
+    assert_eq!(seen.len(), 3, "spread over every backend: {seen:?}");
+    // Without a table (mid-update, or never written) it falls back to random.
+    let mut m = sluice_datapath::MaglevMap::open(node1.dp.pin_dir()).unwrap();
+    for c in 0..8 {
+        m.delete_chunk(9, c).unwrap();
+    }
+    let spread: std::collections::BTreeSet<Ipv4Addr> = (0..40)
+        .map(|i| node1.backend_of_new_flow(OTHER_POD, 56000 + i))
+        .collect();
+    assert!(spread.len() > 1, "{spread:?}");
+}
