@@ -126,6 +126,17 @@ fn interface_exists(ifname: &str) -> bool {
     unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
+/// Frontends whose slots or master `ops` write.
+fn touched_frontends(ops: &[MapOp]) -> impl Iterator<Item = sluice_core::Frontend> + '_ {
+    ops.iter().filter_map(|op| match op {
+        MapOp::UpsertSlot { frontend, .. }
+        | MapOp::DeleteSlot { frontend, .. }
+        | MapOp::UpsertMaster { frontend, .. }
+        | MapOp::DeleteMaster { frontend } => Some(*frontend),
+        _ => None,
+    })
+}
+
 fn service_name(s: &sluice_core::DesiredService) -> ServiceName {
     ServiceName {
         name: s.service.clone(),
@@ -631,16 +642,7 @@ impl Controller {
         let Some(maglev) = self.maglev.as_mut() else {
             return;
         };
-        let touched = ops
-            .iter()
-            .filter_map(|op| match op {
-                MapOp::UpsertSlot { frontend, .. }
-                | MapOp::DeleteSlot { frontend, .. }
-                | MapOp::UpsertMaster { frontend, .. }
-                | MapOp::DeleteMaster { frontend } => Some(*frontend),
-                _ => None,
-            })
-            .collect();
+        let touched = touched_frontends(ops).collect();
         if let Err(e) = maglev.sync(self.engine.desired(), touched) {
             tracing::error!(error = %e, "Maglev table write failed; those frontends pick at random until the retry");
             maglev.mark_full();
@@ -718,15 +720,7 @@ impl Controller {
             return out;
         }
         let applied = self.reconciler.applied();
-        let frontends: BTreeSet<sluice_core::Frontend> = ops
-            .iter()
-            .filter_map(|op| match op {
-                MapOp::UpsertSlot { frontend, .. }
-                | MapOp::DeleteSlot { frontend, .. }
-                | MapOp::UpsertMaster { frontend, .. }
-                | MapOp::DeleteMaster { frontend } => Some(*frontend),
-                _ => None,
-            })
+        let frontends: BTreeSet<sluice_core::Frontend> = touched_frontends(ops)
             .filter(|f| f.proto == sluice_core::Protocol::Udp)
             .collect();
         // A backend id's address can only go away with a DeleteBackend,
