@@ -862,6 +862,8 @@ impl Controller {
                 kind: match s.kind {
                     FrontendKind::ClusterIp => "ClusterIP".into(),
                     FrontendKind::NodePort => "NodePort".into(),
+                    FrontendKind::ExternalIp => "ExternalIP".into(),
+                    FrontendKind::LoadBalancer => "LoadBalancer".into(),
                 },
                 ip: s.frontend.ip,
                 port: s.frontend.port,

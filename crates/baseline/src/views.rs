@@ -94,6 +94,8 @@ pub fn views_from(desired: &DesiredState) -> Vec<ServicePortView> {
                 g.endpoints = endpoints_of(desired, &d.backend_ids);
             }
             FrontendKind::NodePort => g.node_port = Some(d.frontend.port),
+            // The baselines render ClusterIP and NodePort rules only.
+            FrontendKind::ExternalIp | FrontendKind::LoadBalancer => {}
         }
     }
     groups

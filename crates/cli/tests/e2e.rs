@@ -1759,3 +1759,41 @@ async fn a_maglev_service_gets_tables_that_follow_its_backends() {
     .await;
     env.sb.teardown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_ips_are_served_from_outside_and_from_pods() {
+    let with_external = SERVICES.replacen(
+        "  clusterIP: 10.96.0.10\n",
+        "  clusterIP: 10.96.0.10\n  externalIPs: [203.0.113.10]\n",
+        1,
+    );
+    assert_ne!(with_external, SERVICES);
+    let mut env = setup(2, &with_external).await;
+    wait_services(&env.api, "web's external IP", |l| {
+        l.iter().any(|s| {
+            s.kind == "ExternalIP" && s.ip.to_string() == "203.0.113.10" && s.backends.len() == 2
+        })
+    })
+    .await;
+    // The outside client routes the external IP to the node, as a router would.
+    let node = env.sb.node_ip().to_string();
+    ip_out(
+        &env.sb.outside_netns(),
+        &["route", "add", "203.0.113.10/32", "via", &node],
+    );
+    let ext: SocketAddr = "203.0.113.10:80".parse().unwrap();
+    let seen = http_spread(&env.sb.outside_netns(), ext, 20);
+    assert_eq!(seen.values().sum::<usize>(), 20, "{seen:?}");
+    assert!(
+        seen.keys().all(|k| k.starts_with("default/web-")),
+        "{seen:?}"
+    );
+    // Pods reach it too, on both paths.
+    for (path, seen) in ["socket", "tc"]
+        .iter()
+        .zip(answers_both_paths(&env, ext, 10).await)
+    {
+        assert_eq!(seen.values().sum::<usize>(), 10, "{path}: {seen:?}");
+    }
+    env.sb.teardown().unwrap();
+}

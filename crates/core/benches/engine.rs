@@ -46,6 +46,8 @@ fn service(i: u32) -> Change {
         session_affinity_timeout: None,
         internal_traffic_local: false,
         maglev: None,
+        external_ips: Vec::new(),
+        load_balancer_ips: Vec::new(),
     }))
 }
 

@@ -32,6 +32,20 @@ pub fn claims_of(svc: &Service) -> Vec<(String, Claim)> {
             format!("spec.ports[{i}]"),
             Claim::ClusterIp(ip, p.port, p.protocol),
         ));
+        // External and load-balancer addresses share the ClusterIP space:
+        // the datapath matches all of them by address.
+        for (j, ip) in svc.external_ips.iter().enumerate() {
+            out.push((
+                format!("spec.externalIPs[{j}] (port {})", p.port),
+                Claim::ClusterIp(*ip, p.port, p.protocol),
+            ));
+        }
+        for (j, ip) in svc.load_balancer_ips.iter().enumerate() {
+            out.push((
+                format!("status.loadBalancer.ingress[{j}].ip (port {})", p.port),
+                Claim::ClusterIp(*ip, p.port, p.protocol),
+            ));
+        }
         if let Some(np) = p.node_port.filter(|_| svc.has_node_ports()) {
             out.push((
                 format!("spec.ports[{i}].nodePort"),

@@ -55,6 +55,10 @@ impl fmt::Display for BackendAddr {
 pub enum FrontendKind {
     ClusterIp,
     NodePort,
+    /// `spec.externalIPs`.
+    ExternalIp,
+    /// `status.loadBalancer.ingress[].ip`.
+    LoadBalancer,
 }
 
 /// One programmed frontend of a Service port.
@@ -87,7 +91,9 @@ impl DesiredService {
             rev_nat_id: self.rev_nat_id,
             flags: match self.kind {
                 FrontendKind::NodePort => FLAG_NODE_PORT,
-                FrontendKind::ClusterIp => 0,
+                FrontendKind::ClusterIp | FrontendKind::ExternalIp | FrontendKind::LoadBalancer => {
+                    0
+                }
             } | if self.affinity_timeout > 0 {
                 FLAG_AFFINITY
             } else {
@@ -298,6 +304,29 @@ impl Engine {
                 internal,
                 svc.internal_traffic_local,
             );
+            // External addresses follow externalTrafficPolicy (Cluster
+            // here), not internalTrafficPolicy.
+            let external = svc
+                .external_ips
+                .iter()
+                .map(|ip| (*ip, FrontendKind::ExternalIp))
+                .chain(
+                    svc.load_balancer_ips
+                        .iter()
+                        .map(|ip| (*ip, FrontendKind::LoadBalancer)),
+                );
+            for (ip, kind) in external {
+                push(
+                    Frontend {
+                        ip,
+                        port: port.port,
+                        proto: port.protocol,
+                    },
+                    kind,
+                    cluster.clone(),
+                    false,
+                );
+            }
             if let Some(np) = port.node_port.filter(|_| svc.has_node_ports()) {
                 push(
                     Frontend {

@@ -202,6 +202,14 @@ pub struct Service {
     /// `Some(false)` random, `None` the node's default.
     #[serde(default)]
     pub maglev: Option<bool>,
+    /// `spec.externalIPs`: served like the ClusterIP, from anywhere that
+    /// routes them to the node.
+    #[serde(default)]
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `status.loadBalancer.ingress[].ip` of LoadBalancer Services, except
+    /// `ipMode: Proxy` ones (the load balancer itself proxies those).
+    #[serde(default)]
+    pub load_balancer_ips: Vec<Ipv4Addr>,
 }
 
 /// Per-Service choice of backend selection: `maglev` or `random`.

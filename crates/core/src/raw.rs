@@ -66,6 +66,28 @@ pub struct RawService {
     pub metadata: RawMeta,
     #[serde(default)]
     pub spec: RawServiceSpec,
+    #[serde(default)]
+    pub status: RawServiceStatus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RawServiceStatus {
+    pub load_balancer: RawLoadBalancerStatus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawLoadBalancerStatus {
+    pub ingress: Vec<RawLoadBalancerIngress>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RawLoadBalancerIngress {
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
+    pub ip_mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +104,8 @@ pub struct RawServiceSpec {
     pub session_affinity: Option<String>,
     pub session_affinity_config: Option<RawAffinityConfig>,
     pub internal_traffic_policy: Option<String>,
+    #[serde(rename = "externalIPs")]
+    pub external_ips: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

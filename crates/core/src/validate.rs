@@ -196,6 +196,8 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             session_affinity_timeout: None,
             internal_traffic_local: false,
             maglev: None,
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
         });
     }
     let cluster_ip = cluster_ip(spec.cluster_ip.as_deref(), &spec.cluster_ips)?;
@@ -231,6 +233,30 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             ))
         }
     };
+    let mut external_ips = Vec::with_capacity(spec.external_ips.len());
+    for (i, s) in spec.external_ips.iter().enumerate() {
+        external_ips.push(ipv4(&format!("spec.externalIPs[{i}]"), s)?);
+    }
+    let mut load_balancer_ips = Vec::new();
+    if service_type == ServiceType::LoadBalancer {
+        for (i, ing) in raw.status.load_balancer.ingress.iter().enumerate() {
+            let path = format!("status.loadBalancer.ingress[{i}]");
+            match ing.ip_mode.as_deref() {
+                None | Some("VIP") => {}
+                Some("Proxy") => continue,
+                Some(other) => {
+                    return Err(ObjectError::invalid(
+                        format!("{path}.ipMode"),
+                        format!("{other:?} is not one of VIP, Proxy"),
+                    ))
+                }
+            }
+            // A hostname-only ingress has no address to program.
+            if let Some(ip) = ing.ip.as_deref() {
+                load_balancer_ips.push(ipv4(&format!("{path}.ip"), ip)?);
+            }
+        }
+    }
     let node_ports = matches!(
         service_type,
         ServiceType::NodePort | ServiceType::LoadBalancer
@@ -267,6 +293,8 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
         session_affinity_timeout,
         internal_traffic_local,
         maglev,
+        external_ips,
+        load_balancer_ips,
     })
 }
 

@@ -491,3 +491,42 @@ fn maglev_is_chosen_per_service_or_node_wide() {
     assert_eq!(flags(&e, "m"), 8, "node default");
     assert_eq!(flags(&e, "mm"), 0, "the annotation wins");
 }
+
+/// externalIPs and load-balancer ingress IPs are frontends like the
+/// ClusterIP (ipMode Proxy excepted); they are claimed like it, so another
+/// Service cannot take them.
+#[test]
+fn external_and_load_balancer_ips_are_frontends() {
+    let text = "kind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.40\n  externalIPs: [203.0.113.10]\n  ports: [{port: 80, nodePort: 30040}]\nstatus:\n  loadBalancer:\n    ingress: [{ip: 198.51.100.1}, {ip: 198.51.100.2, ipMode: Proxy}, {hostname: lb.example}]\n";
+    let mut e = Engine::new(CompileConfig::default());
+    e.apply(&changes(text));
+    let mut kinds: Vec<(String, FrontendKind)> = e
+        .service("default", "lb")
+        .iter()
+        .map(|d| (d.frontend.to_string(), d.kind))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("0.0.0.0:30040/TCP".to_string(), FrontendKind::NodePort),
+            ("10.96.0.40:80/TCP".to_string(), FrontendKind::ClusterIp),
+            (
+                "198.51.100.1:80/TCP".to_string(),
+                FrontendKind::LoadBalancer
+            ),
+            ("203.0.113.10:80/TCP".to_string(), FrontendKind::ExternalIp),
+        ]
+    );
+    // Another Service whose ClusterIP is that external IP: refused.
+    let mut store = sluice_core::Store::new();
+    store.replace_file("a.yaml", parse_documents("a.yaml", text));
+    let clash = "kind: Service\nmetadata: {name: clash}\nspec:\n  clusterIP: 203.0.113.10\n  ports: [{port: 80}]\n";
+    store.replace_file("b.yaml", parse_documents("b.yaml", clash));
+    let rejected: Vec<String> = store.rejections().map(|r| r.to_string()).collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0].contains("203.0.113.10:80/TCP is already used by"),
+        "{rejected:?}"
+    );
+}

@@ -70,6 +70,8 @@ fn service(i: u8, app: usize, node_port: bool, two_ports: bool, named: bool) -> 
         session_affinity_timeout: i.is_multiple_of(3).then_some(30),
         internal_traffic_local: false,
         maglev: i.is_multiple_of(2).then_some(true),
+        external_ips: Vec::new(),
+        load_balancer_ips: Vec::new(),
     }))
 }
 
