@@ -95,11 +95,13 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	}
 	/* The pod is its network namespace: connect() may not know its
 	 * source address yet, the namespace is known. */
-	/* No source port yet at connect(): Maglev hashes the client (its
-	 * namespace) and the frontend. */
+	/* No source port yet at connect(): Maglev hashes the socket, so a
+	 * pod's connections spread like flows do (a local socket needs no
+	 * agreement between nodes). Affinity names the pod's namespace. */
 	client = AFFINITY_CLIENT_NETNS | bpf_get_netns_cookie(ctx);
 	backend = lb_select(svc, addr, port, proto, client,
-			    lb_flow_hash(client, ((__u64)addr << 24) | ((__u64)port << 8) | proto),
+			    lb_flow_hash(bpf_get_socket_cookie(ctx),
+					 ((__u64)addr << 24) | ((__u64)port << 8) | proto),
 			    &backend_id);
 	if (!backend) {
 		/* Inconsistent maps: leave it to tc, which counts and drops it. */

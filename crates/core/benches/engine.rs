@@ -48,6 +48,7 @@ fn service(i: u32) -> Change {
         maglev: None,
         external_ips: Vec::new(),
         load_balancer_ips: Vec::new(),
+        load_balancer_source_ranges: false,
     }))
 }
 

@@ -127,6 +127,10 @@ pub enum CompileError {
         frontend: Frontend,
         owner: String,
     },
+    /// Failing closed: loadBalancerSourceRanges cannot be enforced yet, so
+    /// the load-balancer addresses they guard are not programmed at all.
+    #[error("Service {service}: spec.loadBalancerSourceRanges is not supported yet; its load-balancer IPs are not served (the ClusterIP and NodePorts are)")]
+    SourceRangesUnsupported { service: String },
     #[error("Service {service}: port {port_name:?} has {count} backends; only the first {max} are used", max = u16::MAX)]
     TooManyBackends {
         service: String,
@@ -255,6 +259,7 @@ impl Engine {
             return Vec::new();
         };
         let mut specs = Vec::new();
+        let mut seen: std::collections::BTreeSet<Frontend> = std::collections::BTreeSet::new();
         for port in &svc.ports {
             let mut limited = |mut backends: Vec<BackendAddr>| {
                 let max = usize::from(u16::MAX);
@@ -284,6 +289,12 @@ impl Engine {
                 cluster.clone()
             };
             let mut push = |frontend, kind, backends: Vec<BackendAddr>, drop_no_backend| {
+                // An address listed twice (externalIPs: [X, X], an external
+                // IP equal to an LB IP or to the ClusterIP) is one frontend:
+                // the first one pushed (the ClusterIP first) keeps it.
+                if !seen.insert(frontend) {
+                    return;
+                }
                 specs.push(Spec {
                     frontend,
                     kind,
@@ -306,6 +317,12 @@ impl Engine {
             );
             // External addresses follow externalTrafficPolicy (Cluster
             // here), not internalTrafficPolicy.
+            let guarded = svc.load_balancer_source_ranges && !svc.load_balancer_ips.is_empty();
+            if guarded && port == &svc.ports[0] {
+                errors.push(CompileError::SourceRangesUnsupported {
+                    service: service_name(key),
+                });
+            }
             let external = svc
                 .external_ips
                 .iter()
@@ -313,6 +330,7 @@ impl Engine {
                 .chain(
                     svc.load_balancer_ips
                         .iter()
+                        .filter(|_| !guarded)
                         .map(|ip| (*ip, FrontendKind::LoadBalancer)),
                 );
             for (ip, kind) in external {

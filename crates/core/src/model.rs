@@ -210,6 +210,10 @@ pub struct Service {
     /// `ipMode: Proxy` ones (the load balancer itself proxies those).
     #[serde(default)]
     pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `spec.loadBalancerSourceRanges` is set (not enforced yet: the
+    /// load-balancer IPs are then not programmed, failing closed).
+    #[serde(default)]
+    pub load_balancer_source_ranges: bool,
 }
 
 /// Per-Service choice of backend selection: `maglev` or `random`.

@@ -106,6 +106,7 @@ pub struct RawServiceSpec {
     pub internal_traffic_policy: Option<String>,
     #[serde(rename = "externalIPs")]
     pub external_ips: Vec<String>,
+    pub load_balancer_source_ranges: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

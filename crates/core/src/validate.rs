@@ -198,6 +198,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             maglev: None,
             external_ips: Vec::new(),
             load_balancer_ips: Vec::new(),
+            load_balancer_source_ranges: false,
         });
     }
     let cluster_ip = cluster_ip(spec.cluster_ip.as_deref(), &spec.cluster_ips)?;
@@ -295,6 +296,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
         maglev,
         external_ips,
         load_balancer_ips,
+        load_balancer_source_ranges: !spec.load_balancer_source_ranges.is_empty(),
     })
 }
 

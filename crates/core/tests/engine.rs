@@ -530,3 +530,44 @@ fn external_and_load_balancer_ips_are_frontends() {
         "{rejected:?}"
     );
 }
+
+/// An address listed twice is one frontend (the ClusterIP first), and
+/// removing it leaks no rev-NAT id; loadBalancerSourceRanges, not enforced
+/// yet, keep the LB addresses unprogrammed (fail closed) and say so.
+#[test]
+fn repeated_addresses_are_one_frontend_and_source_ranges_fail_closed() {
+    let text = "kind: Service\nmetadata: {name: s}\nspec:\n  clusterIP: 10.96.0.50\n  internalTrafficPolicy: Local\n  externalIPs: [203.0.113.10, 203.0.113.10, 10.96.0.50]\n  ports: [{port: 80}]\n";
+    let mut e = Engine::new(CompileConfig::default());
+    let plan = e.apply(&changes(text));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    let mut fes: Vec<(String, FrontendKind)> = e
+        .service("default", "s")
+        .iter()
+        .map(|d| (d.frontend.to_string(), d.kind))
+        .collect();
+    fes.sort();
+    assert_eq!(
+        fes,
+        vec![
+            ("10.96.0.50:80/TCP".to_string(), FrontendKind::ClusterIp),
+            ("203.0.113.10:80/TCP".to_string(), FrontendKind::ExternalIp),
+        ]
+    );
+    e.apply(&[sluice_core::Change::Delete(sluice_core::ObjectRef {
+        kind: sluice_core::Kind::Service,
+        namespace: "default".into(),
+        name: "s".into(),
+    })]);
+    assert_eq!(e.ids().rev_nat_len(), 0, "no rev-NAT id leaked");
+
+    let ranged = "kind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.51\n  loadBalancerSourceRanges: [203.0.113.0/25]\n  ports: [{port: 80, nodePort: 30051}]\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.9}]}}\n";
+    let plan = e.apply(&changes(ranged));
+    assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+    assert!(plan.errors[0]
+        .to_string()
+        .contains("loadBalancerSourceRanges"));
+    assert!(e
+        .service("default", "lb")
+        .iter()
+        .all(|d| d.kind != FrontendKind::LoadBalancer));
+}
