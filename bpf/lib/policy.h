@@ -204,22 +204,22 @@ static __always_inline int policy_judge(__be32 saddr, __be32 daddr, __be16 dport
  * open an isolated pod to anything it may send to. When the other way is
  * allowed, the flow is remembered that way round.
  *
+ * @cfg: the run-time switches (policy on, revision); @check_known: 0 when
+ * the caller already found @pkt's tuple in no recorded flow.
+ *
  * Return: POLICY_ALLOW or POLICY_DENY.
  */
-static __always_inline int policy_check(const struct packet *pkt, int reply,
-					struct obs_ctx *obs)
+static __always_inline int policy_check_cfg(const struct sluice_config *cfg,
+					    const struct packet *pkt, int reply, int check_known,
+					    struct obs_ctx *obs)
 {
-	__u32 zero = 0, rule_id = 0, reply_rule = 0, src_id, dst_id;
-	struct sluice_config *cfg = bpf_map_lookup_elem(&sl_config, &zero);
+	__u32 rule_id = 0, reply_rule = 0, src_id, dst_id;
 	struct endpoint_info *src_ep, *dst_ep;
 	struct pol_ct_entry entry = {};
 	struct pol_ct_key k;
 	int ingress = 0, reply_ingress = 0, reversed = 0;
 	int syn = pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
 
-	/* No endpoint on the node is selected by a policy: nothing to do. */
-	if (!cfg || !(cfg->flags & SLUICE_CFG_POLICY))
-		return POLICY_ALLOW;
 	src_ep = bpf_map_lookup_elem(&sl_endpoints, &pkt->saddr);
 	dst_ep = bpf_map_lookup_elem(&sl_endpoints, &pkt->daddr);
 	/*
@@ -231,7 +231,7 @@ static __always_inline int policy_check(const struct packet *pkt, int reply,
 	 */
 	if (!(src_ep && src_ep->flags) && !(dst_ep && dst_ep->flags))
 		return POLICY_ALLOW;
-	if (policy_known_flow(pkt, cfg->policy_revision))
+	if (check_known && policy_known_flow(pkt, cfg->policy_revision))
 		return POLICY_ALLOW;
 
 	src_id = src_ep ? src_ep->identity : ipcache_identity(pkt->saddr);
@@ -269,6 +269,19 @@ deny:
 	obs->reason = SLUICE_REASON_POLICY_DENIED;
 	obs->rule_id = rule_id;
 	return POLICY_DENY;
+}
+
+/* policy_check() - policy_check_cfg() with the switches read here. */
+static __always_inline int policy_check(const struct packet *pkt, int reply,
+					struct obs_ctx *obs)
+{
+	__u32 zero = 0;
+	struct sluice_config *cfg = bpf_map_lookup_elem(&sl_config, &zero);
+
+	/* No endpoint on the node is selected by a policy: nothing to do. */
+	if (!cfg || !(cfg->flags & SLUICE_CFG_POLICY))
+		return POLICY_ALLOW;
+	return policy_check_cfg(cfg, pkt, reply, 1, obs);
 }
 
 /**
@@ -318,6 +331,7 @@ static __always_inline int policy_check_delivery(const struct packet *pkt, struc
 	struct sluice_config *cfg = bpf_map_lookup_elem(&sl_config, &zero);
 	struct endpoint_info *dst_ep;
 	struct packet wire;
+	int reply;
 
 	if (!cfg || !(cfg->flags & SLUICE_CFG_POLICY))
 		return POLICY_ALLOW;
@@ -326,7 +340,10 @@ static __always_inline int policy_check_delivery(const struct packet *pkt, struc
 		return POLICY_ALLOW;
 	if (policy_known_flow(pkt, cfg->policy_revision))
 		return POLICY_ALLOW;
-	return policy_check(&wire, policy_wire_of_delivery(pkt, &wire), obs);
+	/* Not known on its own tuple: known on the wire tuple only if rev-NAT
+	 * changed it (otherwise it is the same lookup again). */
+	reply = policy_wire_of_delivery(pkt, &wire);
+	return policy_check_cfg(cfg, &wire, reply, reply, obs);
 }
 
 #endif /* SLUICE_LIB_POLICY_H */

@@ -1,24 +1,14 @@
 //! Root tests: real namespaces, veths and cgroups. They fail loudly when not
 //! root unless SLUICE_SKIP_ROOT_TESTS=1 is set (then they say they skip).
 
+mod common;
+use common::{example_workload, need_root};
 use sluice_testbed::{
-    http_get, is_root, run_in_netns, tcp_request, udp_request, Sandbox, SandboxOptions,
-    WorkloadPorts,
+    http_get, run_in_netns, tcp_request, udp_request, Sandbox, SandboxOptions, WorkloadPorts,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn need_root() -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("SLUICE_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("!!! SKIPPING root test: not root and SLUICE_SKIP_ROOT_TESTS=1 !!!");
-        return false;
-    }
-    panic!("these tests need root (set SLUICE_SKIP_ROOT_TESTS=1 to skip them explicitly)");
-}
 
 fn leftovers(sb_run: &str, cgroup: &Path, state_dir: &Path) -> Vec<String> {
     let mut left = Vec::new();
@@ -189,21 +179,6 @@ mod fake_agent {
             }
         })
     }
-}
-
-fn example_workload() -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("examples/workload"))
-        .expect("dir");
-    assert!(
-        p.exists(),
-        "build the example first: cargo build -p sluice-testbed --examples ({})",
-        p.display()
-    );
-    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,37 +3,12 @@
 //! namespace, the probe in its outside namespace. Root only; see root.rs
 //! for the SLUICE_SKIP_ROOT_TESTS convention.
 
-use sluice_testbed::{is_root, run_in_netns, sctp, Sandbox, SandboxOptions};
+mod common;
+use common::{example_workload, need_root};
+use sluice_testbed::{run_in_netns, sctp, Sandbox, SandboxOptions};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn need_root() -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("SLUICE_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("!!! SKIPPING root test: not root and SLUICE_SKIP_ROOT_TESTS=1 !!!");
-        return false;
-    }
-    panic!("these tests need root (set SLUICE_SKIP_ROOT_TESTS=1 to skip them explicitly)");
-}
-
-fn example_workload() -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("examples/workload"))
-        .expect("dir");
-    assert!(
-        p.exists(),
-        "build the example first: cargo build -p sluice-testbed --examples ({})",
-        p.display()
-    );
-    p
-}
 
 /// Killed on drop, so a failing assertion leaves no responder behind.
 struct Responder(Child);

@@ -92,7 +92,7 @@ pub async fn run(args: NetpolArgs) -> Result<()> {
     );
     let (result, stopped) = tokio::select! {
         r = work => (r, false),
-        _ = interrupted() => (Err(anyhow!("interrupted")), true),
+        _ = sluice_agent::shutdown_signal() => (Err(anyhow!("interrupted")), true),
     };
     if let Some(mut sb) = sandbox {
         match (&result, args.keep) {
@@ -119,22 +119,6 @@ pub async fn run(args: NetpolArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }
 
 async fn run_all(
