@@ -6,6 +6,7 @@ pub mod api;
 pub mod controller;
 pub mod endpoints;
 pub mod flows;
+pub mod health;
 pub mod ipam;
 pub mod maglev_sync;
 pub mod metrics;

@@ -192,6 +192,10 @@ struct AgentArgs {
     /// This node's name (also names its bpffs pin directory).
     #[arg(long, env = "SLUICE_NODE_NAME")]
     node_name: String,
+    /// This node's zone (its `topology.kubernetes.io/zone` label):
+    /// Services with trafficDistribution PreferClose keep traffic in it.
+    #[arg(long, env = "SLUICE_NODE_ZONE")]
+    node_zone: Option<String>,
     /// Directory of Kubernetes YAML (Namespace, Pod, Service, EndpointSlice), watched.
     #[arg(long, default_value = "/etc/sluice/manifests")]
     manifests: PathBuf,
@@ -273,6 +277,7 @@ async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
         // EndpointSlice endpoints with this nodeName are local to this node.
         node_name: Some(a.node_name.clone()),
         maglev_default: a.lb_algorithm == LbAlgorithm::Maglev,
+        node_zone: a.node_zone.clone().filter(|z| !z.is_empty()),
     };
     sluice_core::maglev::check_table_size(a.maglev_table_size)
         .map_err(|e| anyhow::anyhow!("--maglev-table-size: {e}"))?;

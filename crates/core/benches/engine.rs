@@ -49,6 +49,7 @@ fn service(i: u32) -> Change {
         external_ips: Vec::new(),
         load_balancer_ips: Vec::new(),
         load_balancer_source_ranges: false,
+        prefer_close: false,
     }))
 }
 
@@ -66,6 +67,7 @@ fn slice(i: u32, first_ep: u32) -> Change {
                 terminating: false,
                 target_ref: None,
                 node_name: None,
+                zone_hints: Vec::new(),
             })
             .collect(),
         ports: vec![EndpointPort {

@@ -273,7 +273,11 @@ impl Engine {
                 }
                 backends
             };
-            let cluster = limited(backends_for(&self.objects, key, svc, port, Scope::Cluster));
+            let cluster_scope = match self.config.node_zone.as_deref() {
+                Some(zone) if svc.prefer_close => Scope::ClusterPreferZone(zone),
+                _ => Scope::Cluster,
+            };
+            let cluster = limited(backends_for(&self.objects, key, svc, port, cluster_scope));
             // internalTrafficPolicy governs the ClusterIP only; NodePort
             // traffic follows externalTrafficPolicy (Cluster here).
             let internal = if svc.internal_traffic_local {

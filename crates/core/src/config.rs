@@ -17,6 +17,10 @@ pub struct CompileConfig {
     /// annotation: Maglev when true, random otherwise.
     #[serde(default)]
     pub maglev_default: bool,
+    /// This node's `topology.kubernetes.io/zone`: Services with
+    /// trafficDistribution PreferClose keep traffic in it when they can.
+    #[serde(default)]
+    pub node_zone: Option<String>,
 }
 
 impl Default for CompileConfig {
@@ -25,6 +29,7 @@ impl Default for CompileConfig {
             node_port_range: 30000..=32767,
             node_name: None,
             maglev_default: false,
+            node_zone: None,
         }
     }
 }

@@ -9,6 +9,9 @@ use crate::model::{Endpoint, Pod, Service, ServicePort, TargetPort};
 pub(crate) enum Scope<'a> {
     /// Every endpoint (externally reachable frontends, iTP Cluster).
     Cluster,
+    /// Every endpoint, preferring the ready ones hinted for this zone
+    /// (trafficDistribution PreferClose; `topology.rs`).
+    ClusterPreferZone(&'a str),
     /// Only endpoints whose `nodeName` is this node (iTP Local).
     Node(Option<&'a str>),
 }
@@ -28,7 +31,11 @@ pub(crate) fn backends_for(
     scope: Scope<'_>,
 ) -> Vec<BackendAddr> {
     let mut out = if objects.has_slices(key) {
-        let ready = from_slices(objects, key, port, scope, |e| e.ready);
+        let ready = match scope {
+            Scope::ClusterPreferZone(zone) => crate::topology::same_zone(objects, key, port, zone)
+                .unwrap_or_else(|| from_slices(objects, key, port, scope, |e| e.ready)),
+            _ => from_slices(objects, key, port, scope, |e| e.ready),
+        };
         if ready.is_empty() {
             from_slices(objects, key, port, scope, |e| e.serving && e.terminating)
         } else {
@@ -47,7 +54,7 @@ pub(crate) fn backends_for(
 
 /// Slices are matched to the Service port by port name (and protocol), like
 /// kube-proxy; the slice supplies the numeric target port.
-fn from_slices(
+pub(crate) fn from_slices(
     objects: &Objects,
     key: &Key,
     port: &ServicePort,
@@ -55,7 +62,7 @@ fn from_slices(
     usable: impl Fn(&Endpoint) -> bool,
 ) -> Vec<BackendAddr> {
     let in_scope = |e: &Endpoint| match scope {
-        Scope::Cluster => true,
+        Scope::Cluster | Scope::ClusterPreferZone(_) => true,
         Scope::Node(node) => node.is_some() && e.node_name.as_deref() == node,
     };
     let mut out = Vec::new();

@@ -37,4 +37,5 @@ pub use plan::{plan_full, AppliedState, MapOp, Master};
 pub use policy::{PolicyEngine, PolicyState};
 mod claims;
 pub mod store;
+mod topology;
 pub use store::Store;

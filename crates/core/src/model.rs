@@ -214,6 +214,11 @@ pub struct Service {
     /// load-balancer IPs are then not programmed, failing closed).
     #[serde(default)]
     pub load_balancer_source_ranges: bool,
+    /// `spec.trafficDistribution: PreferClose` (or the older
+    /// `service.kubernetes.io/topology-mode` annotation): prefer endpoints
+    /// hinted for this node's zone (see `topology.rs`).
+    #[serde(default)]
+    pub prefer_close: bool,
 }
 
 /// Per-Service choice of backend selection: `maglev` or `random`.
@@ -265,6 +270,9 @@ pub struct Endpoint {
     pub terminating: bool,
     pub target_ref: Option<TargetRef>,
     pub node_name: Option<String>,
+    /// `hints.forZones[].name`: zones this endpoint should serve.
+    #[serde(default)]
+    pub zone_hints: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,6 +107,7 @@ pub struct RawServiceSpec {
     #[serde(rename = "externalIPs")]
     pub external_ips: Vec<String>,
     pub load_balancer_source_ranges: Vec<String>,
+    pub traffic_distribution: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +160,20 @@ pub struct RawEndpoint {
     pub conditions: RawConditions,
     pub target_ref: Option<RawTargetRef>,
     pub node_name: Option<String>,
+    pub hints: Option<RawHints>,
+}
+
+/// Topology hints the EndpointSlice controller sets for trafficDistribution.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RawHints {
+    pub for_zones: Vec<RawZoneHint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawZoneHint {
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

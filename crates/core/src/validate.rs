@@ -199,6 +199,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             external_ips: Vec::new(),
             load_balancer_ips: Vec::new(),
             load_balancer_source_ranges: false,
+            prefer_close: false,
         });
     }
     let cluster_ip = cluster_ip(spec.cluster_ip.as_deref(), &spec.cluster_ips)?;
@@ -285,6 +286,8 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
         }
         ports.push(sp);
     }
+    let prefer_close =
+        crate::topology::prefers_close(spec.traffic_distribution.as_deref(), &meta.annotations);
     Ok(Service {
         meta,
         service_type,
@@ -297,6 +300,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
         external_ips,
         load_balancer_ips,
         load_balancer_source_ranges: !spec.load_balancer_source_ranges.is_empty(),
+        prefer_close,
     })
 }
 
@@ -371,6 +375,10 @@ pub fn endpoint_slice(raw: RawEndpointSlice) -> Result<EndpointSlice> {
                 name: t.name.unwrap_or_default(),
             }),
             node_name: e.node_name,
+            zone_hints: e
+                .hints
+                .map(|h| h.for_zones.into_iter().filter_map(|z| z.name).collect())
+                .unwrap_or_default(),
         });
     }
     let mut ports = Vec::with_capacity(raw.ports.len());

@@ -571,3 +571,88 @@ fn repeated_addresses_are_one_frontend_and_source_ranges_fail_closed() {
         .iter()
         .all(|d| d.kind != FrontendKind::LoadBalancer));
 }
+
+fn hinted_endpoint(ip: &str, ready: bool, zones: &[&str]) -> String {
+    let hints = if zones.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", hints: {{forZones: [{}]}}",
+            zones
+                .iter()
+                .map(|z| format!("{{name: {z}}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!("- {{addresses: [{ip}], nodeName: n, conditions: {{ready: {ready}}}{hints}}}\n")
+}
+
+/// trafficDistribution PreferClose, with kube-proxy's rules for when the
+/// zone hints may be trusted (pkg/proxy/topology.go, svc-035).
+#[test]
+fn prefer_close_keeps_traffic_in_the_zone_only_when_hints_are_trustworthy() {
+    let cfg = CompileConfig {
+        node_zone: Some("zone-a".into()),
+        ..CompileConfig::default()
+    };
+    let mut engine = Engine::new(cfg);
+    let svc = TWO_NODE_SLICE.replace(
+        "  type: NodePort\n",
+        "  type: NodePort\n  trafficDistribution: PreferClose\n",
+    );
+    let cluster_ip = |engine: &Engine| frontends(engine)[0].1.clone();
+    let nodeport = |engine: &Engine| frontends(engine)[1].1.clone();
+
+    // Every ready endpoint hinted, one for this zone: only it, on every frontend.
+    engine.apply(&changes(&format!(
+        "{svc}{}{}{}",
+        hinted_endpoint("10.0.0.1", true, &["zone-a"]),
+        hinted_endpoint("10.0.0.2", true, &["zone-b"]),
+        hinted_endpoint("10.0.0.3", true, &["zone-c", "zone-a"]),
+    )));
+    assert_eq!(cluster_ip(&engine), vec!["10.0.0.1", "10.0.0.3"]);
+    assert_eq!(nodeport(&engine), vec!["10.0.0.1", "10.0.0.3"]);
+
+    // A ready endpoint without hints: the hints are not trusted.
+    engine.apply(&changes(&format!(
+        "{svc}{}{}",
+        hinted_endpoint("10.0.0.1", true, &["zone-a"]),
+        hinted_endpoint("10.0.0.2", true, &[]),
+    )));
+    assert_eq!(cluster_ip(&engine), vec!["10.0.0.1", "10.0.0.2"]);
+
+    // Unready endpoints neither count as unhinted nor get traffic.
+    engine.apply(&changes(&format!(
+        "{svc}{}{}{}",
+        hinted_endpoint("10.0.0.1", true, &["zone-a"]),
+        hinted_endpoint("10.0.0.2", true, &["zone-b"]),
+        hinted_endpoint("10.0.0.4", false, &[]),
+    )));
+    assert_eq!(cluster_ip(&engine), vec!["10.0.0.1"]);
+
+    // Nothing hinted for this zone: every ready endpoint.
+    engine.apply(&changes(&format!(
+        "{svc}{}{}",
+        hinted_endpoint("10.0.0.2", true, &["zone-b"]),
+        hinted_endpoint("10.0.0.3", true, &["zone-c"]),
+    )));
+    assert_eq!(cluster_ip(&engine), vec!["10.0.0.2", "10.0.0.3"]);
+
+    // Without the opt-in the hints are ignored.
+    engine.apply(&changes(&format!(
+        "{TWO_NODE_SLICE}{}{}",
+        hinted_endpoint("10.0.0.1", true, &["zone-a"]),
+        hinted_endpoint("10.0.0.2", true, &["zone-b"]),
+    )));
+    assert_eq!(cluster_ip(&engine), vec!["10.0.0.1", "10.0.0.2"]);
+
+    // A node without a zone ignores them too.
+    let mut zoneless = Engine::new(CompileConfig::default());
+    zoneless.apply(&changes(&format!(
+        "{svc}{}{}",
+        hinted_endpoint("10.0.0.1", true, &["zone-a"]),
+        hinted_endpoint("10.0.0.2", true, &["zone-b"]),
+    )));
+    assert_eq!(cluster_ip(&zoneless), vec!["10.0.0.1", "10.0.0.2"]);
+}

@@ -73,6 +73,7 @@ fn service(i: u8, app: usize, node_port: bool, two_ports: bool, named: bool) -> 
         external_ips: Vec::new(),
         load_balancer_ips: Vec::new(),
         load_balancer_source_ranges: false,
+        prefer_close: false,
     }))
 }
 
@@ -102,6 +103,7 @@ fn slice(i: u8, svc: u8, eps: Vec<(u8, bool)>, port: u16) -> Change {
                 terminating: false,
                 target_ref: None,
                 node_name: None,
+                zone_hints: Vec::new(),
             })
             .collect(),
         ports: vec![EndpointPort {
