@@ -102,6 +102,8 @@ pub struct Controller {
     policy: PolicyPlane,
     /// Maglev tables of the frontends that use Maglev (None: map missing).
     maglev: Option<crate::maglev_sync::MaglevSync>,
+    /// loadBalancerSourceRanges in `sl_src_ranges` (None: map missing).
+    src_ranges: Option<crate::net_sync::SrcRangeSync>,
 }
 
 /// Pod or Namespace annotation: `"false"` keeps the pod's Service traffic
@@ -192,6 +194,24 @@ impl Controller {
                 None
             }
         };
+        let node_ips = crate::node_addrs::node_ipv4_addrs();
+        let node_addr_entries =
+            crate::net_sync::node_addr_entries(&node_ips, &cfg.resolved_nodeport_addresses());
+        match crate::net_sync::write_node_addrs(datapath.pin_dir(), &node_addr_entries) {
+            Ok(()) => {
+                tracing::info!(addresses = ?node_addr_entries, "node addresses (flag 1: serves NodePorts)")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write node addresses: NodePorts are not served")
+            }
+        }
+        let src_ranges = match crate::net_sync::SrcRangeSync::open(datapath.pin_dir(), node_ips) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "loadBalancerSourceRanges map unavailable: guarded LB IPs drop every client");
+                None
+            }
+        };
         let mut c = Self {
             cfg,
             store: Store::new(),
@@ -214,6 +234,7 @@ impl Controller {
             revnat_map: None,
             policy,
             maglev,
+            src_ranges,
         };
         if c.cfg.socket_lb {
             c.socket_lb = c.datapath.attach_sockets(&c.cfg.cgroup);
@@ -608,8 +629,20 @@ impl Controller {
             }
         });
         let udp_before = self.udp_pairs(&ops);
+        if let Some(r) = self.src_ranges.as_mut() {
+            if let Err(e) = r.add(self.engine.desired()) {
+                tracing::error!(error = %e, "source range write failed; retrying");
+                self.dirty = true;
+            }
+        }
         let result = self.reconciler.apply(&ops);
         self.sync_maglev(&ops);
+        if let Some(r) = self.src_ranges.as_mut() {
+            if let Err(e) = r.remove_stale(self.engine.desired()) {
+                tracing::error!(error = %e, "source range removal failed; retrying");
+                self.dirty = true;
+            }
+        }
         // What a write made unreachable (even a partly applied plan).
         let udp_gone: BTreeSet<(SocketAddrV4, SocketAddrV4)> = udp_before
             .difference(&self.udp_pairs(&ops))

@@ -1638,6 +1638,7 @@ async fn a_stale_connected_udp_socket_left_by_a_dead_agent_is_reset_at_start() {
             ip: "10.96.0.53".parse().unwrap(),
             port: 53,
             proto: 17,
+            scope: 0,
         };
         let rev_nat_id = maps
             .service_rows()

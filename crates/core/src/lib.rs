@@ -29,7 +29,8 @@ pub mod plan;
 pub mod policy;
 
 pub use compile::{
-    BackendAddr, CompileError, DesiredService, DesiredState, Engine, Frontend, FrontendKind, Plan,
+    BackendAddr, CompileError, DesiredService, DesiredState, Engine, Frontend, FrontendKind,
+    FrontendScope, Plan,
 };
 pub use ids::{IdAllocator, IdError};
 pub use model::Change;
