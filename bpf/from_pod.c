@@ -56,7 +56,8 @@ int sluice_from_pod(struct __sk_buff *skb)
 		return obs_drop(&obs, &pkt);
 
 	judged = pkt;
-	verdict = lb_forward(skb, &pkt, 0, &obs);
+	ifindex = 0;
+	verdict = lb_forward(skb, &pkt, 0, &ifindex, &obs);
 	if (verdict == LB_NO_BACKEND)
 		return obs_reject(&obs, &pkt, reject(skb, &pkt));
 	if (verdict == LB_DROP)
@@ -68,6 +69,10 @@ int sluice_from_pod(struct __sk_buff *skb)
 	judged.dport = pkt.dport;
 	if (policy_check(&judged, 0, &obs) == POLICY_DENY)
 		return obs_drop(&obs, &pkt);
+	/* Masqueraded: straight to the backend's device (its source is now
+	 * the node address, which input routing would drop as martian). */
+	if (verdict == LB_REDIRECT)
+		return obs_pass(&obs, &pkt, bpf_redirect_neigh(ifindex, NULL, 0, 0));
 	return obs_pass(&obs, &pkt, TC_ACT_OK);
 }
 

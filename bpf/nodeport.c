@@ -37,7 +37,11 @@ int sluice_nodeport(struct __sk_buff *skb)
 	if (verdict == LB_DROP)
 		return obs_drop(&obs, &pkt);
 
-	verdict = lb_forward(skb, &pkt, 1, &obs);
+	verdict = lb_forward(skb, &pkt, 1, &ifindex, &obs);
+	/* Masqueraded: straight to the backend's device (its source is now
+	 * the node address, which input routing would drop as martian). */
+	if (verdict == LB_REDIRECT)
+		return obs_pass(&obs, &pkt, bpf_redirect_neigh(ifindex, NULL, 0, 0));
 	if (verdict == LB_NO_BACKEND)
 		return obs_reject(&obs, &pkt, reject(skb, &pkt));
 	if (verdict == LB_DROP)

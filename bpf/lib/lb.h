@@ -23,6 +23,38 @@ enum lb_verdict {
 	LB_REDIRECT,	   /* rewritten; send it out of the device in *ifindex */
 };
 
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/**
+ * lb_fib_ifindex() - the device a masqueraded packet leaves through.
+ *
+ * After SNAT the packet's source is a node address, which the stack's
+ * input routing drops as martian: it must be sent straight out of the
+ * device the route to its destination names (bpf_redirect_neigh, which
+ * also fills in the L2 addresses). Return: the ifindex, 0 when no route.
+ */
+static __always_inline __u32 lb_fib_ifindex(struct __sk_buff *skb, const struct packet *pkt)
+{
+	struct bpf_fib_lookup fib = {};
+
+	fib.family = AF_INET;
+	fib.l4_protocol = pkt->proto;
+	fib.sport = pkt->sport;
+	fib.dport = pkt->dport;
+	fib.ipv4_src = pkt->saddr;
+	fib.ipv4_dst = pkt->daddr;
+	/* An input lookup from the device the packet arrived on: an output
+	 * lookup would be bound to that device as the way out. The route
+	 * lookup does not validate the source, the stack would. */
+	fib.ifindex = skb->ifindex;
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) !=
+	    BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	return fib.ifindex;
+}
+
 /**
  * lb_masquerade() - whether a new flow is SNATed to the node address, as
  * kube-proxy decides it (its masquerade rules per destination type).
@@ -49,6 +81,8 @@ static __always_inline int lb_masquerade(const struct lb_service *svc, int src)
  * @at_device: the packet arrived at a node device: replies are always
  *             redirected back out of it. From a pod, replies are redirected
  *             to its veth when the address it used is the node's own.
+ * @redirect: set with LB_REDIRECT: a masqueraded packet must leave
+ *            through that device (lb_fib_ifindex).
  * @obs: gets the frontend, backend, flags and (on LB_DROP / LB_NO_BACKEND)
  *       the drop reason, for the packet's event.
  *
@@ -57,7 +91,7 @@ static __always_inline int lb_masquerade(const struct lb_service *svc, int src)
  * and a masquerade source when kube-proxy would masquerade them.
  */
 static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt, int at_device,
-				      struct obs_ctx *obs)
+				      __u32 *redirect, struct obs_ctx *obs)
 {
 	struct lb_service *svc;
 	struct lb_backend *backend;
@@ -82,6 +116,11 @@ static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt,
 		}
 		metric_inc(METRIC_SERVICE_CT_HIT);
 		obs->translated = 1;
+		if (ct->flags & CT_FLAG_SNAT) {
+			*redirect = lb_fib_ifindex(skb, pkt);
+			if (*redirect)
+				return LB_REDIRECT;
+		}
 		return LB_TRANSLATED;
 	}
 
@@ -155,6 +194,11 @@ static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt,
 						    METRIC_SERVICE_NEW_FLOW);
 	obs->flags |= SLUICE_EVENT_F_NEW_FLOW;
 	obs->translated = 1;
+	if (ct_flags & CT_FLAG_SNAT) {
+		*redirect = lb_fib_ifindex(skb, pkt);
+		if (*redirect)
+			return LB_REDIRECT;
+	}
 	return LB_TRANSLATED;
 }
 

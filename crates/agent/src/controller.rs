@@ -892,11 +892,19 @@ impl Controller {
             .services()
             .map(|s| ServiceInfo {
                 service: s.service.clone(),
-                kind: match s.kind {
-                    FrontendKind::ClusterIp => "ClusterIP".into(),
-                    FrontendKind::NodePort => "NodePort".into(),
-                    FrontendKind::ExternalIp => "ExternalIP".into(),
-                    FrontendKind::LoadBalancer => "LoadBalancer".into(),
+                kind: {
+                    let kind = match s.kind {
+                        FrontendKind::ClusterIp => "ClusterIP",
+                        FrontendKind::NodePort => "NodePort",
+                        FrontendKind::ExternalIp => "ExternalIP",
+                        FrontendKind::LoadBalancer => "LoadBalancer",
+                    };
+                    // externalTrafficPolicy Local: the entry external
+                    // clients use (this node's endpoints only).
+                    match s.frontend.scope {
+                        sluice_core::FrontendScope::All => kind.to_string(),
+                        sluice_core::FrontendScope::External => format!("{kind}/local"),
+                    }
                 },
                 ip: s.frontend.ip,
                 port: s.frontend.port,

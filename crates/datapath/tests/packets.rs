@@ -480,7 +480,7 @@ fn nodeport_from_outside_is_masqueraded_and_the_reply_restores_the_client() {
         Program::NodePort,
         &tcp_syn((OUTSIDE, 50000), (NODE, 30080), true),
     );
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_masquerade_verdict(verdict);
     assert_eq!(tuple_checked(&out), ((NODE, 50000), (BACKEND_A, 8080)));
     // Later packets follow conntrack, masquerade included.
     let (_, out) = h.run(
@@ -519,6 +519,17 @@ fn nodeport_from_outside_is_masqueraded_and_the_reply_restores_the_client() {
         .any(|r| r.reply && r.dst == (NODE, snat_port) && r.peer == (other, 50000)));
 }
 
+/// A masqueraded packet is redirected to the device of the route to its
+/// backend (its source is a node address the stack's input routing would
+/// drop); under BPF_PROG_TEST_RUN that route depends on the host running
+/// the test, and without one the packet is passed on.
+fn assert_masquerade_verdict(verdict: u32) {
+    assert!(
+        verdict == TC_ACT_OK || verdict == TC_ACT_REDIRECT,
+        "{verdict}"
+    );
+}
+
 /// A pod reaching a NodePort on a node address is served by tc and
 /// masqueraded (kube-proxy: pod to NodePort, masq true); its reply goes
 /// back to the pod's veth (its source is a node address again).
@@ -535,7 +546,7 @@ fn pod_to_nodeport_is_masqueraded_and_redirected_back() {
         Program::FromPod,
         &tcp_syn((CLIENT, 50001), (NODE, 30080), false),
     );
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_masquerade_verdict(verdict);
     assert_eq!(tuple_checked(&out), ((NODE, 50001), (BACKEND_A, 8080)));
     let (verdict, out) = h.run(
         Program::FromPod,
@@ -727,7 +738,7 @@ fn source_ranges_drop_other_sources_of_lb_ips() {
         Program::NodePort,
         &tcp_syn((allowed, 50008), (lb, 80), false),
     );
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_masquerade_verdict(verdict);
     assert_eq!(tuple_checked(&out), ((NODE, 50008), (BACKEND_A, 8080)));
     h.drain_events();
     for (p, src) in [
