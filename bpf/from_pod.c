@@ -20,7 +20,7 @@
 SEC("classifier")
 int sluice_from_pod(struct __sk_buff *skb)
 {
-	struct packet pkt, wire;
+	struct packet pkt, wire, judged;
 	struct obs_ctx obs;
 	__u32 ifindex = 0;
 	int verdict;
@@ -34,30 +34,45 @@ int sluice_from_pod(struct __sk_buff *skb)
 	metric_inc(METRIC_PACKETS_SEEN);
 	obs_init(&obs, skb, &pkt, SLUICE_OBS_FROM_POD);
 
-	/* A reply is on the wire between the pods before its rev-NAT. */
+	/* A reply is on the wire between the pods before its rev-NAT; a
+	 * masqueraded flow is judged with its real client, as it was when it
+	 * left that client (below). */
 	wire = pkt;
 	verdict = lb_reverse(skb, &pkt, &ifindex, &obs);
-	if ((verdict == LB_TRANSLATED || verdict == LB_REDIRECT) &&
-	    policy_check(&wire, 1, &obs) == POLICY_DENY)
-		return obs_drop(&obs, &pkt);
+	if (verdict == LB_TRANSLATED || verdict == LB_REDIRECT) {
+		wire.daddr = pkt.daddr;
+		wire.dport = pkt.dport;
+		if (policy_check(&wire, 1, &obs) == POLICY_DENY)
+			return obs_drop(&obs, &pkt);
+	}
 	if (verdict == LB_TRANSLATED)
 		return obs_pass(&obs, &pkt, TC_ACT_OK);
-	/* A NodePort reply: out of the device the request came in on, with
-	 * L2 addresses from the neighbour table. */
+	/* A reply whose source is now a node address (NodePort): out of the
+	 * device the request came in on, with L2 addresses from the
+	 * neighbour table. */
 	if (verdict == LB_REDIRECT)
 		return obs_pass(&obs, &pkt, bpf_redirect_neigh(ifindex, NULL, 0, 0));
 	if (verdict == LB_DROP)
 		return obs_drop(&obs, &pkt);
 
-	verdict = lb_forward(skb, &pkt, 0, &obs);
+	judged = pkt;
+	ifindex = 0;
+	verdict = lb_forward(skb, &pkt, 0, &ifindex, &obs);
 	if (verdict == LB_NO_BACKEND)
 		return obs_reject(&obs, &pkt, reject(skb, &pkt));
 	if (verdict == LB_DROP)
 		return obs_drop(&obs, &pkt);
 	/* After DNAT: the peer policy sees is the backend pod, as upstream
-	 * NetworkPolicy expects (ipBlock rules match pod IPs). */
-	if (policy_check(&pkt, 0, &obs) == POLICY_DENY)
+	 * NetworkPolicy expects (ipBlock rules match pod IPs); the source is
+	 * the pod itself, also when the flow is masqueraded. */
+	judged.daddr = pkt.daddr;
+	judged.dport = pkt.dport;
+	if (policy_check(&judged, 0, &obs) == POLICY_DENY)
 		return obs_drop(&obs, &pkt);
+	/* Masqueraded: straight to the backend's device (its source is now
+	 * the node address, which input routing would drop as martian). */
+	if (verdict == LB_REDIRECT)
+		return obs_pass(&obs, &pkt, bpf_redirect_neigh(ifindex, NULL, 0, 0));
 	return obs_pass(&obs, &pkt, TC_ACT_OK);
 }
 

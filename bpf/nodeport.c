@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * tc ingress on the node's external device(s): NodePort (and ClusterIP
- * addressed from outside the node). Replies leave through the backend pod's
- * veth, where from_pod restores the node address and NodePort.
+ * tc ingress on the node's external device(s):
+ *  - replies from backends on other nodes (addressed to the masquerade
+ *    address, or to a local client pod) get their frontend back first;
+ *  - then Service flows from outside: NodePorts on the NodePort addresses,
+ *    ClusterIPs, LB IPs and externalIPs. Replies of local backends leave
+ *    through their veth, where from_pod translates them back.
  */
 #include "lib/common.h"
 #include "lib/maps.h"
@@ -16,6 +19,7 @@ int sluice_nodeport(struct __sk_buff *skb)
 {
 	struct packet pkt;
 	struct obs_ctx obs;
+	__u32 ifindex = 0;
 	int verdict;
 
 	if (parse_packet(skb, &pkt) != PARSE_OK) {
@@ -25,7 +29,19 @@ int sluice_nodeport(struct __sk_buff *skb)
 	metric_inc(METRIC_PACKETS_SEEN);
 	obs_init(&obs, skb, &pkt, SLUICE_OBS_NODE_DEVICE);
 
-	verdict = lb_forward(skb, &pkt, 1, &obs);
+	verdict = lb_reverse(skb, &pkt, &ifindex, &obs);
+	if (verdict == LB_TRANSLATED)
+		return obs_pass(&obs, &pkt, TC_ACT_OK);
+	if (verdict == LB_REDIRECT)
+		return obs_pass(&obs, &pkt, bpf_redirect_neigh(ifindex, NULL, 0, 0));
+	if (verdict == LB_DROP)
+		return obs_drop(&obs, &pkt);
+
+	verdict = lb_forward(skb, &pkt, 1, &ifindex, &obs);
+	/* Masqueraded: straight to the backend's device (its source is now
+	 * the node address, which input routing would drop as martian). */
+	if (verdict == LB_REDIRECT)
+		return obs_pass(&obs, &pkt, bpf_redirect_neigh(ifindex, NULL, 0, 0));
 	if (verdict == LB_NO_BACKEND)
 		return obs_reject(&obs, &pkt, reject(skb, &pkt));
 	if (verdict == LB_DROP)

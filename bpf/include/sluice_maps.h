@@ -33,6 +33,8 @@
 #define SLUICE_MAP_ENDPOINTS "sl_endpoints"
 #define SLUICE_MAP_POLICY "sl_policy"
 #define SLUICE_MAP_POLICY_CT "sl_pol_ct"
+#define SLUICE_MAP_NODE_ADDRS "sl_node_addrs"
+#define SLUICE_MAP_SRC_RANGES "sl_src_ranges"
 
 /* Default capacities; the agent may override them at load time. */
 #define SLUICE_SERVICES_MAX 524288
@@ -55,6 +57,10 @@
 #define SLUICE_POLICY_MAX 1048576
 /* Flows a policy verdict was given for (LRU: the oldest go first). */
 #define SLUICE_POLICY_CT_MAX 262144
+/* The node's own IPv4 addresses. */
+#define SLUICE_NODE_ADDRS_MAX 1024
+/* loadBalancerSourceRanges: (frontend, prefix) pairs. */
+#define SLUICE_SRC_RANGES_MAX 65536
 /*
  * Ring buffer size in bytes (a power of two, a multiple of the page size).
  * One event takes 72 bytes plus an 8-byte record header: room for ~13000
@@ -68,13 +74,22 @@
  * therefore: master lookup, pick a slot, slot lookup, backend lookup.
  */
 struct lb_service_key {
-	__be32 address; /* frontend IP; 0.0.0.0 = NodePort on every node address */
+	__be32 address; /* frontend IP; 0.0.0.0 = NodePort on the NodePort addresses */
 	__be16 port;	/* frontend port */
 	__u8 proto;	/* IPPROTO_TCP / IPPROTO_UDP */
-	__u8 pad0;
+	__u8 scope;	/* LB_SCOPE_* */
 	__u16 slot;	/* 0 = master, 1..count = backend slots (host order) */
 	__u16 pad1;
 };
+
+/*
+ * lb_service_key.scope. externalTrafficPolicy Local gives an external
+ * frontend (NodePort, LB IP, externalIP) a second entry: LB_SCOPE_EXTERNAL
+ * lists only this node's endpoints and serves clients that are neither pods
+ * (cluster CIDR) nor node addresses; everyone else uses LB_SCOPE_ALL.
+ */
+#define LB_SCOPE_ALL 0
+#define LB_SCOPE_EXTERNAL 1
 
 /* lb_service.flags */
 #define LB_FLAG_NODEPORT (1 << 0)
@@ -84,6 +99,13 @@ struct lb_service_key {
 #define LB_FLAG_DROP_NO_BACKEND (1 << 2)
 /* New flows take their backend from the frontend's Maglev table (sl_maglev). */
 #define LB_FLAG_MAGLEV (1 << 3)
+/* NodePort, LB IP or externalIP: externalTrafficPolicy applies (masquerade
+ * always under eTP Cluster). */
+#define LB_FLAG_EXTERNAL (1 << 4)
+/* eTP Local: external clients use the LB_SCOPE_EXTERNAL entry, unmasqueraded. */
+#define LB_FLAG_ETP_LOCAL (1 << 5)
+/* loadBalancerSourceRanges: the source must match sl_src_ranges (else drop). */
+#define LB_FLAG_SOURCE_RANGES (1 << 6)
 
 struct lb_service {
 	/* slot entries: the backend; master: the session affinity timeout in
@@ -108,7 +130,42 @@ struct lb_revnat {
 	__be32 address;
 	__be16 port;
 	__u8 proto;
-	__u8 pad0;
+	__u8 scope; /* LB_SCOPE_* of the entry that owns the id */
+};
+
+/*
+ * sl_node_addrs: the node's IPv4 addresses (key: __be32 address). A source
+ * found here is the node itself (host); a destination flagged
+ * NODE_ADDR_F_NODEPORT serves NodePorts (--nodeport-addresses).
+ */
+#define NODE_ADDR_F_NODEPORT (1 << 0)
+
+struct node_addr_info {
+	__u32 flags; /* NODE_ADDR_F_* */
+};
+
+/*
+ * sl_src_ranges (LPM trie): loadBalancerSourceRanges of LB IP frontends.
+ * prefixlen = 32 (the whole rev_nat_id) + the range's prefix length.
+ */
+struct src_range_key {
+	__u32 prefixlen;
+	__u32 rev_nat_id; /* of the LB_SCOPE_ALL entry */
+	__be32 addr;
+};
+
+/*
+ * Load-time network facts (a read-only global the agent sets): masquerade
+ * source, the local-traffic detector, and the agent's own netns.
+ */
+#define SLUICE_MAX_CLUSTER_CIDRS 8
+
+struct sluice_netcfg {
+	__u64 host_netns_cookie;  /* sockets in this netns are the node's own */
+	__be32 node_ip;		  /* SNAT address; 0 = no masquerade */
+	__u32 cluster_cidr_count; /* 0: no detector (no source is a pod) */
+	__be32 cluster_cidr_addr[SLUICE_MAX_CLUSTER_CIDRS];
+	__be32 cluster_cidr_mask[SLUICE_MAX_CLUSTER_CIDRS];
 };
 
 /*
@@ -168,6 +225,8 @@ struct ct_key {
 #define CT_FLAG_SEEN_RST (1 << 1)	 /* RST from either side */
 #define CT_FLAG_NODEPORT (1 << 2)
 #define CT_FLAG_SEEN_FIN_PEER (1 << 3) /* FIN sent in the other direction */
+#define CT_FLAG_SNAT (1 << 4)	       /* masqueraded: see peer_address */
+#define CT_FLAG_REDIRECT (1 << 5)      /* replies leave through ifindex */
 
 struct ct_entry {
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
@@ -183,13 +242,22 @@ struct ct_entry {
 	__u32 rev_nat_id;
 	__u32 backend_id;
 	/*
-	 * NodePort flows: the node device the request came in on. Replies are
-	 * redirected straight back out of it: after rev-NAT their source is a
-	 * node address, which the stack would drop as martian if they went
-	 * through routing.
+	 * CT_FLAG_REDIRECT: the device the request came in on (a node device,
+	 * or the client pod's veth). Replies are redirected straight back out
+	 * of it: after rev-NAT their source may be a node address (NodePort,
+	 * an LB IP the node owns), which the stack would drop as martian if
+	 * they went through routing.
 	 */
 	__u32 ifindex;
-	__u32 pad1;
+	/*
+	 * Forward entries: the source the backend sees (the SNAT address and
+	 * port when CT_FLAG_SNAT, else the client itself).
+	 * Reply entries: the client, put back as the destination.
+	 */
+	__be32 peer_address;
+	__be16 peer_port;
+	__u16 pad1;
+	__u32 pad2;
 };
 
 /* Index of the per-CPU counters in the metrics map. */
@@ -237,7 +305,8 @@ enum sluice_drop_reason {
 	SLUICE_REASON_NAT_FAILED = 6,	     /* a rewrite helper failed */
 	SLUICE_REASON_UNSUPPORTED_PROTOCOL = 7, /* a Service frontend we cannot translate */
 	SLUICE_REASON_POLICY_DENIED = 8,      /* NetworkPolicy: denied by rule_id (0: default deny) */
-	SLUICE_REASON_NO_LOCAL_BACKEND = 9,   /* internalTrafficPolicy Local, no endpoint on this node */
+	SLUICE_REASON_NO_LOCAL_BACKEND = 9,   /* i/eTP Local: endpoints exist, none on this node */
+	SLUICE_REASON_SOURCE_RANGE = 10,      /* LB IP: source outside loadBalancerSourceRanges */
 	SLUICE_REASON_MAX = 16,
 };
 
@@ -433,7 +502,10 @@ _Static_assert(sizeof(struct lb_service) == 16, "lb_service layout");
 _Static_assert(sizeof(struct lb_backend) == 8, "lb_backend layout");
 _Static_assert(sizeof(struct lb_revnat) == 8, "lb_revnat layout");
 _Static_assert(sizeof(struct ct_key) == 16, "ct_key layout");
-_Static_assert(sizeof(struct ct_entry) == 40, "ct_entry layout");
+_Static_assert(sizeof(struct ct_entry) == 48, "ct_entry layout");
+_Static_assert(sizeof(struct node_addr_info) == 4, "node_addr_info layout");
+_Static_assert(sizeof(struct src_range_key) == 12, "src_range_key layout");
+_Static_assert(sizeof(struct sluice_netcfg) == 80, "sluice_netcfg layout");
 _Static_assert(sizeof(struct sluice_traffic) == 16, "sluice_traffic layout");
 _Static_assert(sizeof(struct sluice_event) == 72, "sluice_event layout");
 _Static_assert(sizeof(struct sluice_config) == 8, "sluice_config layout");

@@ -58,8 +58,9 @@ static __always_inline __u64 ct_timeout(const struct ct_entry *e, __u8 proto)
  * (@seen: CT_FLAG_SEEN_RST and/or CT_FLAG_SEEN_FIN_PEER).
  * @e: the entry @pkt hit, in direction @dir.
  *
- * A forward entry names the backend, a reply entry the frontend: with the
- * packet's own addresses that is enough to build the other entry's key.
+ * A forward entry names the backend and the source the backend sees (peer),
+ * a reply entry the frontend and the client (peer): enough to build the
+ * other entry's key.
  */
 static __always_inline void ct_mark_peer_closing(const struct packet *pkt,
 						 const struct ct_entry *e, __u8 dir, __u8 seen)
@@ -73,11 +74,11 @@ static __always_inline void ct_mark_peer_closing(const struct packet *pkt,
 	if (dir == CT_DIR_FORWARD) {
 		peer.saddr = e->nat_address;
 		peer.sport = e->nat_port;
-		peer.daddr = pkt->saddr;
-		peer.dport = pkt->sport;
+		peer.daddr = e->peer_address;
+		peer.dport = e->peer_port;
 	} else {
-		peer.saddr = pkt->daddr;
-		peer.sport = pkt->dport;
+		peer.saddr = e->peer_address;
+		peer.sport = e->peer_port;
 		peer.daddr = e->nat_address;
 		peer.dport = e->nat_port;
 	}
@@ -139,21 +140,36 @@ static __always_inline struct ct_entry *ct_lookup(const struct packet *pkt, __u8
 	return e;
 }
 
+/* Masquerade source ports when the client's own is taken (the kernel's
+ * default ephemeral range), and how many are tried before giving up. */
+#define CT_SNAT_PORT_MIN 32768
+#define CT_SNAT_PORT_SPAN (60999 - 32768 + 1)
+#define CT_SNAT_TRIES 4
+
 /**
  * ct_create() - record a new translated flow (both directions).
  * @pkt: the first packet, before translation.
- * @frontend_addr/@frontend_port: what the client addressed (restored on replies).
- * @ifindex: the device a NodePort request arrived on (0 for other flows).
+ * @flags: CT_FLAG_*; with CT_FLAG_SNAT the flow is masqueraded to
+ *         @snat_addr and a source port is claimed for it.
+ * @ifindex: where replies are redirected to (CT_FLAG_REDIRECT), else 0.
+ * @hash: the flow's hash, spreads the ports tried when the client's is taken.
+ * @snat_port: gets the masquerade source port (CT_FLAG_SNAT).
  *
- * Return: 0, or negative when the map refused the insert.
+ * The reply entry is written first: under SNAT, inserting it with
+ * BPF_NOEXIST is what claims (node address, port) towards that backend, so
+ * two clients using the same source port never share a reply tuple.
+ *
+ * Return: 0, or negative when the map refused the insert or no port was free.
  */
-static __always_inline int ct_create(const struct packet *pkt, __be32 frontend_addr,
-				     __be16 frontend_port, const struct lb_backend *backend,
-				     __u32 backend_id, __u32 rev_nat_id, __u8 flags, __u32 ifindex)
+static __always_inline int ct_create(const struct packet *pkt, const struct lb_backend *backend,
+				     __u32 backend_id, __u32 rev_nat_id, __u8 flags, __u32 ifindex,
+				     __be32 snat_addr, __u32 hash, __be16 *snat_port)
 {
 	struct ct_key fwd, rev;
 	struct ct_entry e = {};
 	__u64 now = bpf_ktime_get_ns();
+	__be16 port = pkt->sport;
+	int i, claimed = 0;
 
 	e.created_ns = now;
 	e.last_seen_ns = now;
@@ -162,23 +178,43 @@ static __always_inline int ct_create(const struct packet *pkt, __be32 frontend_a
 	e.flags = flags;
 	e.ifindex = ifindex;
 
-	ct_key_from(&fwd, pkt, CT_DIR_FORWARD);
-	e.nat_address = backend->address;
-	e.nat_port = backend->port;
-	if (bpf_map_update_elem(&sl_ct, &fwd, &e, BPF_ANY))
-		return -1;
-
 	rev.saddr = backend->address;
-	rev.daddr = pkt->saddr;
 	rev.sport = backend->port;
-	rev.dport = pkt->sport;
 	rev.proto = pkt->proto;
 	rev.dir = CT_DIR_REPLY;
 	rev.pad0 = 0;
-	e.nat_address = frontend_addr;
-	e.nat_port = frontend_port;
-	if (bpf_map_update_elem(&sl_ct, &rev, &e, BPF_ANY)) {
-		bpf_map_delete_elem(&sl_ct, &fwd);
+	e.nat_address = pkt->daddr;
+	e.nat_port = pkt->dport;
+	e.peer_address = pkt->saddr;
+	e.peer_port = pkt->sport;
+	if (flags & CT_FLAG_SNAT) {
+		rev.daddr = snat_addr;
+#pragma unroll
+		for (i = 0; i < CT_SNAT_TRIES; i++) {
+			rev.dport = port;
+			if (!bpf_map_update_elem(&sl_ct, &rev, &e, BPF_NOEXIST)) {
+				claimed = 1;
+				break;
+			}
+			port = bpf_htons(CT_SNAT_PORT_MIN + (hash + i * 7919) % CT_SNAT_PORT_SPAN);
+		}
+		if (!claimed)
+			return -1;
+		*snat_port = port;
+	} else {
+		rev.daddr = pkt->saddr;
+		rev.dport = pkt->sport;
+		if (bpf_map_update_elem(&sl_ct, &rev, &e, BPF_ANY))
+			return -1;
+	}
+
+	ct_key_from(&fwd, pkt, CT_DIR_FORWARD);
+	e.nat_address = backend->address;
+	e.nat_port = backend->port;
+	e.peer_address = rev.daddr;
+	e.peer_port = rev.dport;
+	if (bpf_map_update_elem(&sl_ct, &fwd, &e, BPF_ANY)) {
+		bpf_map_delete_elem(&sl_ct, &rev);
 		return -1;
 	}
 	return 0;

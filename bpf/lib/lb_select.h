@@ -10,15 +10,110 @@
 
 #include "maps.h"
 
-static __always_inline struct lb_service *lb_lookup(__be32 addr, __be16 port, __u8 proto)
+static __always_inline struct lb_service *lb_lookup_scope(__be32 addr, __be16 port, __u8 proto,
+							  __u8 scope)
 {
 	struct lb_service_key key = {
 		.address = addr,
 		.port = port,
 		.proto = proto,
+		.scope = scope,
 	};
 
 	return bpf_map_lookup_elem(&sl_services, &key);
+}
+
+static __always_inline struct lb_service *lb_lookup(__be32 addr, __be16 port, __u8 proto)
+{
+	return lb_lookup_scope(addr, port, proto, LB_SCOPE_ALL);
+}
+
+/* Node address, SNAT address, cluster CIDRs: set by the agent at load time. */
+volatile const struct sluice_netcfg netcfg = {};
+
+/* The node's addresses (written by the agent): host sources, NodePort addresses. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, struct node_addr_info);
+	__uint(max_entries, SLUICE_NODE_ADDRS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_node_addrs SEC(".maps");
+
+/* loadBalancerSourceRanges per LB IP frontend (written by the agent). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct src_range_key);
+	__type(value, __u8);
+	__uint(max_entries, SLUICE_SRC_RANGES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_src_ranges SEC(".maps");
+
+/* Who a client is, as kube-proxy's local-traffic detector and eTP see it. */
+enum lb_src_class {
+	LB_SRC_EXTERNAL = 0, /* neither a pod nor the node */
+	LB_SRC_POD,	     /* inside a cluster CIDR */
+	LB_SRC_HOST,	     /* one of the node's addresses */
+};
+
+static __always_inline int lb_src_class(__be32 saddr)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < SLUICE_MAX_CLUSTER_CIDRS; i++) {
+		if (i >= netcfg.cluster_cidr_count)
+			break;
+		if ((saddr & netcfg.cluster_cidr_mask[i]) == netcfg.cluster_cidr_addr[i])
+			return LB_SRC_POD;
+	}
+	if (bpf_map_lookup_elem(&sl_node_addrs, &saddr))
+		return LB_SRC_HOST;
+	return LB_SRC_EXTERNAL;
+}
+
+/**
+ * lb_lookup_frontend() - the frontend a packet or socket addresses: the exact
+ * (address, port, protocol) first, else the NodePort on that port when the
+ * address is one of the node's NodePort addresses (never 127.0.0.0/8, as
+ * kube-proxy's nftables mode).
+ * @frontend_addr: gets the address the entry is keyed by (0 for NodePort).
+ */
+static __always_inline struct lb_service *lb_lookup_frontend(__be32 daddr, __be16 dport,
+							     __u8 proto, __be32 *frontend_addr)
+{
+	struct lb_service *svc = lb_lookup(daddr, dport, proto);
+	struct node_addr_info *na;
+
+	*frontend_addr = daddr;
+	if (svc || daddr == 0)
+		return svc;
+	if ((bpf_ntohl(daddr) >> 24) == 127)
+		return NULL;
+	na = bpf_map_lookup_elem(&sl_node_addrs, &daddr);
+	if (!na || !(na->flags & NODE_ADDR_F_NODEPORT))
+		return NULL;
+	svc = lb_lookup(0, dport, proto);
+	if (!svc || !(svc->flags & LB_FLAG_NODEPORT))
+		return NULL;
+	*frontend_addr = 0;
+	return svc;
+}
+
+/* loadBalancerSourceRanges: may @saddr use frontend @svc (scope All master)? */
+static __always_inline int lb_source_allowed(const struct lb_service *svc, __be32 saddr)
+{
+	struct src_range_key k = {
+		.prefixlen = 64,
+		.rev_nat_id = svc->rev_nat_id,
+		.addr = saddr,
+	};
+
+	if (!(svc->flags & LB_FLAG_SOURCE_RANGES))
+		return 1;
+	return bpf_map_lookup_elem(&sl_src_ranges, &k) != NULL;
 }
 
 /* Session affinity: the backend a client last got from a frontend. */
@@ -148,6 +243,7 @@ static __always_inline struct lb_backend *lb_affinity_backend(struct lb_service_
 
 /**
  * lb_select() - pick a backend of frontend @svc for a new flow of @client.
+ * @scope: the key scope @svc was found under (LB_SCOPE_*).
  * @client: the client's IPv4 address (tc) or AFFINITY_CLIENT_NETNS | netns
  *          cookie (socket hooks): who session affinity sticks to.
  * @hash: the flow's hash (lb_flow_hash), for Maglev frontends.
@@ -164,13 +260,14 @@ static __always_inline struct lb_backend *lb_affinity_backend(struct lb_service_
  * means the maps are inconsistent and the packet is dropped, not misrouted.
  */
 static __always_inline struct lb_backend *lb_select(const struct lb_service *svc, __be32 addr,
-						    __be16 port, __u8 proto, __u64 client, __u32 hash,
-						    __u32 *backend_id)
+						    __be16 port, __u8 proto, __u8 scope,
+						    __u64 client, __u32 hash, __u32 *backend_id)
 {
 	struct lb_service_key key = {
 		.address = addr,
 		.port = port,
 		.proto = proto,
+		.scope = scope,
 	};
 	struct affinity_key ak = { .client = client, .rev_nat_id = svc->rev_nat_id };
 	struct affinity_entry fresh = {}, *aff = NULL;

@@ -60,11 +60,16 @@ static __always_inline int sock_l4_proto(const struct bpf_sock_addr *ctx, __u8 *
 }
 
 /**
- * sock_forward() - give a connect()/sendmsg() to a ClusterIP a backend.
+ * sock_forward() - give a connect()/sendmsg() to a Service a backend.
  *
- * Selection is lb_select(), as on the tc path. NodePort frontends
- * (0.0.0.0:port) are not matched: a socket addressing 0.0.0.0 means this
- * host, and NodePort traffic from pods keeps the tc path.
+ * Selection is lb_select(), as on the tc path. Pods get their ClusterIP
+ * connections translated here; their NodePort, LB IP and externalIP
+ * connections keep the tc path, which masquerades them as kube-proxy does.
+ * The node's own sockets (the agent's netns) also get NodePorts (on the
+ * NodePort addresses), LB IPs and externalIPs translated: a host packet to
+ * its own address never crosses a tc hook. Their source is the node
+ * address, so they are "masqueraded" by nature and use the cluster-wide
+ * backends; loadBalancerSourceRanges are checked with the node IP.
  */
 static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 {
@@ -76,14 +81,24 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	__be16 port = (__be16)ctx->user_port;
 	__u32 backend_id = 0;
 	__u64 netns, client;
+	__be32 lookup_addr = addr;
 	__u8 proto;
+	int host;
 
 	if (addr == 0 || !sock_l4_proto(ctx, &proto))
 		return SOCK_PASS;
-	svc = lb_lookup(addr, port, proto);
+	netns = bpf_get_netns_cookie(ctx);
+	host = netcfg.host_netns_cookie && netns == netcfg.host_netns_cookie;
+	if (host)
+		svc = lb_lookup_frontend(addr, port, proto, &lookup_addr);
+	else
+		svc = lb_lookup(addr, port, proto);
 	if (!svc)
 		return SOCK_PASS;
-	netns = bpf_get_netns_cookie(ctx);
+	if (!host && (svc->flags & LB_FLAG_EXTERNAL))
+		return SOCK_PASS;
+	if (host && !lb_source_allowed(svc, netcfg.node_ip))
+		return SOCK_PASS;
 	if (bpf_map_lookup_elem(&sl_sock_optout, &netns))
 		return SOCK_PASS;
 	if (svc->count == 0) {
@@ -99,7 +114,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	 * pod's connections spread like flows do (a local socket needs no
 	 * agreement between nodes). Affinity names the pod's namespace. */
 	client = AFFINITY_CLIENT_NETNS | bpf_get_netns_cookie(ctx);
-	backend = lb_select(svc, addr, port, proto, client,
+	backend = lb_select(svc, lookup_addr, port, proto, LB_SCOPE_ALL, client,
 			    lb_flow_hash(bpf_get_socket_cookie(ctx),
 					 ((__u64)addr << 24) | ((__u64)port << 8) | proto),
 			    &backend_id);

@@ -58,9 +58,9 @@ fn generate_bindings(header: &Path, out: &Path) {
         .header(header.to_string_lossy())
         .clang_arg("-I/usr/include/x86_64-linux-gnu")
         .allowlist_type(
-            "lb_.*|ct_.*|sluice_.*|sock_revnat_.*|ipcache_.*|endpoint_info|policy_.*|pol_ct_.*|affinity_.*|maglev_.*",
+            "lb_.*|ct_.*|sluice_.*|sock_revnat_.*|ipcache_.*|endpoint_info|policy_.*|pol_ct_.*|affinity_.*|maglev_.*|node_addr_.*|src_range_.*",
         )
-        .allowlist_var("SLUICE_.*|LB_FLAG_.*|CT_.*|EP_F_.*|POLICY_.*|AFFINITY_.*|MAGLEV_.*")
+        .allowlist_var("SLUICE_.*|LB_FLAG_.*|LB_SCOPE_.*|CT_.*|EP_F_.*|POLICY_.*|AFFINITY_.*|MAGLEV_.*|NODE_ADDR_F_.*")
         .derive_default(true)
         .derive_debug(true)
         .derive_eq(true)

@@ -102,6 +102,10 @@ pub struct Controller {
     policy: PolicyPlane,
     /// Maglev tables of the frontends that use Maglev (None: map missing).
     maglev: Option<crate::maglev_sync::MaglevSync>,
+    /// loadBalancerSourceRanges in `sl_src_ranges` (None: map missing).
+    src_ranges: Option<crate::net_sync::SrcRangeSync>,
+    /// healthCheckNodePort responders (None: started outside a runtime).
+    health: Option<crate::health::HealthServer>,
 }
 
 /// Pod or Namespace annotation: `"false"` keeps the pod's Service traffic
@@ -192,6 +196,24 @@ impl Controller {
                 None
             }
         };
+        let node_ips = crate::node_addrs::node_ipv4_addrs();
+        let node_addr_entries =
+            crate::net_sync::node_addr_entries(&node_ips, &cfg.resolved_nodeport_addresses());
+        match crate::net_sync::write_node_addrs(datapath.pin_dir(), &node_addr_entries) {
+            Ok(()) => {
+                tracing::info!(addresses = ?node_addr_entries, "node addresses (flag 1: serves NodePorts)")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write node addresses: NodePorts are not served")
+            }
+        }
+        let src_ranges = match crate::net_sync::SrcRangeSync::open(datapath.pin_dir(), node_ips) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "loadBalancerSourceRanges map unavailable: guarded LB IPs drop every client");
+                None
+            }
+        };
         let mut c = Self {
             cfg,
             store: Store::new(),
@@ -214,6 +236,10 @@ impl Controller {
             revnat_map: None,
             policy,
             maglev,
+            src_ranges,
+            health: tokio::runtime::Handle::try_current()
+                .ok()
+                .map(crate::health::HealthServer::new),
         };
         if c.cfg.socket_lb {
             c.socket_lb = c.datapath.attach_sockets(&c.cfg.cgroup);
@@ -411,6 +437,7 @@ impl Controller {
         }
         self.sync_optout();
         self.sync_policy();
+        self.sync_health();
         self.refresh_telemetry();
     }
 
@@ -608,8 +635,20 @@ impl Controller {
             }
         });
         let udp_before = self.udp_pairs(&ops);
+        if let Some(r) = self.src_ranges.as_mut() {
+            if let Err(e) = r.add(self.engine.desired()) {
+                tracing::error!(error = %e, "source range write failed; retrying");
+                self.dirty = true;
+            }
+        }
         let result = self.reconciler.apply(&ops);
         self.sync_maglev(&ops);
+        if let Some(r) = self.src_ranges.as_mut() {
+            if let Err(e) = r.remove_stale(self.engine.desired()) {
+                tracing::error!(error = %e, "source range removal failed; retrying");
+                self.dirty = true;
+            }
+        }
         // What a write made unreachable (even a partly applied plan).
         let udp_gone: BTreeSet<(SocketAddrV4, SocketAddrV4)> = udp_before
             .difference(&self.udp_pairs(&ops))
@@ -634,6 +673,16 @@ impl Controller {
                 tracing::error!(error = %e, "map update incomplete; what was programmed stays, retrying");
             }
         }
+    }
+
+    /// Health-check node ports follow the compiled Services; the proxy
+    /// reports itself unhealthy while the maps lag the compiled state.
+    fn sync_health(&mut self) {
+        let Some(health) = self.health.as_mut() else {
+            return;
+        };
+        health.set_proxy_healthy(!self.dirty);
+        health.sync(self.engine.health_checks().cloned().collect());
     }
 
     /// Rewrites the Maglev tables of the frontends `ops` touched, after
@@ -859,11 +908,19 @@ impl Controller {
             .services()
             .map(|s| ServiceInfo {
                 service: s.service.clone(),
-                kind: match s.kind {
-                    FrontendKind::ClusterIp => "ClusterIP".into(),
-                    FrontendKind::NodePort => "NodePort".into(),
-                    FrontendKind::ExternalIp => "ExternalIP".into(),
-                    FrontendKind::LoadBalancer => "LoadBalancer".into(),
+                kind: {
+                    let kind = match s.kind {
+                        FrontendKind::ClusterIp => "ClusterIP",
+                        FrontendKind::NodePort => "NodePort",
+                        FrontendKind::ExternalIp => "ExternalIP",
+                        FrontendKind::LoadBalancer => "LoadBalancer",
+                    };
+                    // externalTrafficPolicy Local: the entry external
+                    // clients use (this node's endpoints only).
+                    match s.frontend.scope {
+                        sluice_core::FrontendScope::All => kind.to_string(),
+                        sluice_core::FrontendScope::External => format!("{kind}/local"),
+                    }
                 },
                 ip: s.frontend.ip,
                 port: s.frontend.port,

@@ -21,15 +21,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::task::AbortHandle;
 
-/// One Service's health-check port and what it reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub namespace: String,
-    pub name: String,
-    pub port: u16,
-    /// Ready endpoints on this node (terminating ones excluded).
-    pub local_endpoints: usize,
-}
+/// One Service's health-check port and what it reports (computed by the
+/// engine: ready endpoints on this node, terminating ones excluded).
+pub use sluice_core::HealthCheckSpec as HealthCheck;
 
 #[derive(Debug, Clone, Serialize)]
 struct ServiceRef {

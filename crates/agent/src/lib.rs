@@ -10,6 +10,7 @@ pub mod health;
 pub mod ipam;
 pub mod maglev_sync;
 pub mod metrics;
+pub mod net_sync;
 pub mod netns;
 pub mod node_addrs;
 pub mod persist;
@@ -53,6 +54,50 @@ pub struct AgentConfig {
     pub cgroup: PathBuf,
     /// Maglev table size (prime), the same on every node.
     pub maglev_table_size: u32,
+    /// The node's primary IP (masquerade source, default NodePort
+    /// address). `None`: the first IPv4 address of the first device, else
+    /// the first node address.
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    /// Cluster CIDRs ("is the source a pod?"). Empty: the pod CIDR.
+    pub cluster_cidrs: Vec<Ipv4Net>,
+    /// `--nodeport-addresses`: NodePorts are served on node addresses
+    /// inside these. Empty: `<node-ip>/32`.
+    pub nodeport_addresses: Vec<Ipv4Net>,
+}
+
+impl AgentConfig {
+    /// The node IP: given, else the first device's first IPv4 address,
+    /// else the first node address.
+    pub fn resolved_node_ip(&self) -> Option<std::net::Ipv4Addr> {
+        if self.node_ip.is_some() {
+            return self.node_ip;
+        }
+        let by_dev = node_addrs::ipv4_addrs_by_interface();
+        self.devices
+            .first()
+            .and_then(|dev| by_dev.iter().find(|(i, _)| i == dev).map(|(_, ip)| *ip))
+            .or_else(|| node_addrs::node_ipv4_addrs().first().copied())
+    }
+
+    /// Cluster CIDRs as configured, else the pod CIDR.
+    pub fn resolved_cluster_cidrs(&self) -> Vec<Ipv4Net> {
+        if self.cluster_cidrs.is_empty() {
+            vec![self.pod_cidr.trunc()]
+        } else {
+            self.cluster_cidrs.iter().map(|n| n.trunc()).collect()
+        }
+    }
+
+    /// NodePort address CIDRs as configured, else the node IP alone.
+    pub fn resolved_nodeport_addresses(&self) -> Vec<Ipv4Net> {
+        if !self.nodeport_addresses.is_empty() {
+            return self.nodeport_addresses.clone();
+        }
+        self.resolved_node_ip()
+            .and_then(|ip| Ipv4Net::new(ip, 32).ok())
+            .into_iter()
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +157,31 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         map_sizes: cfg.map_sizes,
         maglev_table_size: cfg.maglev_table_size,
         socket_lb: cfg.socket_lb,
+        net: sluice_datapath::loader::NetConfig {
+            node_ip: cfg.resolved_node_ip(),
+            cluster_cidrs: cfg
+                .resolved_cluster_cidrs()
+                .iter()
+                .map(|n| (n.network(), n.prefix_len()))
+                .collect(),
+            host_netns_cookie: sluice_datapath::loader::own_netns_cookie().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the node's netns cookie: the node's own sockets get ClusterIPs only");
+                0
+            }),
+        },
     };
+    if dp_cfg.net.cluster_cidrs.len() > sluice_datapath::loader::MAX_CLUSTER_CIDRS {
+        tracing::warn!(
+            max = sluice_datapath::loader::MAX_CLUSTER_CIDRS,
+            "more cluster CIDRs than the datapath checks: the rest are ignored"
+        );
+    }
+    tracing::info!(
+        node_ip = ?dp_cfg.net.node_ip,
+        cluster_cidrs = ?cfg.resolved_cluster_cidrs(),
+        nodeport_addresses = ?cfg.resolved_nodeport_addresses(),
+        "network configuration"
+    );
     let datapath = Datapath::load(&dp_cfg)?;
     let mut controller = Controller::start(cfg.clone(), datapath)?;
     let telemetry = controller.telemetry();

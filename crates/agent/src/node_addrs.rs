@@ -6,6 +6,18 @@ use std::net::Ipv4Addr;
 /// except loopback and link-local (the pods' gateway is link-local and
 /// answered by a static neighbour entry, not a node address).
 pub fn node_ipv4_addrs() -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = Vec::new();
+    for (_, ip) in ipv4_addrs_by_interface() {
+        if !ip.is_loopback() && !ip.is_link_local() && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (interface name, IPv4 address) pairs in the order the kernel lists them.
+pub fn ipv4_addrs_by_interface() -> Vec<(String, Ipv4Addr)> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
@@ -25,16 +37,21 @@ pub fn node_ipv4_addrs() -> Vec<Ipv4Addr> {
                 // SAFETY: AF_INET means the sockaddr is a sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
                 let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if !ip.is_loopback() && !ip.is_link_local() && !out.contains(&ip) {
-                    out.push(ip);
-                }
+                let name = if ifa.ifa_name.is_null() {
+                    String::new()
+                } else {
+                    // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+                    unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                out.push((name, ip));
             }
         }
         cur = ifa.ifa_next;
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
-    out.sort();
     out
 }
 

@@ -6,7 +6,7 @@
 //! maps stay consistent and nothing already programmed is lost; the agent
 //! retries later with a full diff against the mirror.
 
-use sluice_core::{AppliedState, BackendAddr, Frontend, MapOp, Master, Protocol};
+use sluice_core::{AppliedState, BackendAddr, Frontend, FrontendScope, MapOp, Master, Protocol};
 use sluice_datapath::maps::{BackendEntry, FrontendKey, ServiceRow};
 use sluice_datapath::{LbMaps, MapsError};
 
@@ -30,6 +30,7 @@ pub fn frontend_key(f: &Frontend) -> FrontendKey {
         ip: f.ip,
         port: f.port,
         proto: f.proto.as_u8(),
+        scope: f.scope.as_u8(),
     }
 }
 
@@ -38,6 +39,10 @@ fn frontend_of(k: &FrontendKey) -> Result<Frontend, ReconcileError> {
         ip: k.ip,
         port: k.port,
         proto: protocol(k.proto)?,
+        scope: FrontendScope::from_u8(k.scope).ok_or_else(|| ReconcileError::Corrupt {
+            map: "sl_services",
+            detail: format!("unknown frontend scope {}", k.scope),
+        })?,
     })
 }
 

@@ -91,7 +91,10 @@ pub struct BackendInfo {
 pub struct ServiceInfo {
     /// `namespace/name`.
     pub service: String,
-    /// `ClusterIP` or `NodePort`.
+    /// `ClusterIP`, `NodePort`, `ExternalIP` or `LoadBalancer`; with
+    /// externalTrafficPolicy Local the entry external clients use (this
+    /// node's endpoints only) is `NodePort/local` (`ExternalIP/local`,
+    /// `LoadBalancer/local`).
     pub kind: String,
     /// Frontend address; `0.0.0.0` for a NodePort (every node address).
     pub ip: Ipv4Addr,

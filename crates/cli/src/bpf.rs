@@ -188,6 +188,10 @@ struct CtEntry {
     destination: String,
     /// Forward entries: the backend; reply entries: the frontend restored as source.
     nat: String,
+    /// Masqueraded flows: forward entries the source the backend sees
+    /// (node address and port), reply entries the client restored as
+    /// destination. None when the client's address is kept.
+    masquerade: Option<String>,
     backend_id: u32,
     rev_nat_id: u32,
     closing: bool,
@@ -219,6 +223,8 @@ fn ct_list(a: &MapArgs) -> Result<()> {
             source: format!("{}:{}", r.src.0, r.src.1),
             destination: format!("{}:{}", r.dst.0, r.dst.1),
             nat: format!("{}:{}", r.nat.0, r.nat.1),
+            masquerade: (u32::from(r.flags) & sluice_datapath::bindings::CT_FLAG_SNAT != 0)
+                .then(|| format!("{}:{}", r.peer.0, r.peer.1)),
             backend_id: r.backend_id,
             rev_nat_id: r.rev_nat_id,
             closing: r.flags & 0b11 != 0,
@@ -235,6 +241,7 @@ fn ct_list(a: &MapArgs) -> Result<()> {
         "SOURCE",
         "DESTINATION",
         "NAT",
+        "MASQ",
         "BACKEND",
         "IDLE",
         "AGE",
@@ -247,6 +254,7 @@ fn ct_list(a: &MapArgs) -> Result<()> {
             e.source.clone(),
             e.destination.clone(),
             e.nat.clone(),
+            e.masquerade.clone().unwrap_or_else(|| "-".into()),
             e.backend_id.to_string(),
             format!("{}s", e.idle_seconds),
             format!("{}s", e.age_seconds),

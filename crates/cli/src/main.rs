@@ -253,6 +253,34 @@ struct AgentArgs {
     /// root from /proc/self/mountinfo (every process on the node).
     #[arg(long, value_name = "PATH")]
     cgroup: Option<PathBuf>,
+    /// The node's primary IP: masquerade source and default NodePort
+    /// address. Default: the first IPv4 address of the first --device,
+    /// else the first node address.
+    #[arg(long, value_name = "IPV4")]
+    node_ip: Option<std::net::Ipv4Addr>,
+    /// Cluster CIDR (repeatable or comma-separated): sources inside are
+    /// pods (kube-proxy's local-traffic detector). Default: --pod-cidr.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    cluster_cidr: Vec<ipnet::Ipv4Net>,
+    /// Serve NodePorts only on node addresses inside these CIDRs
+    /// (repeatable or comma-separated; IPv6 entries are ignored).
+    /// Default: <node-ip>/32.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    nodeport_addresses: Vec<String>,
+}
+
+/// `--nodeport-addresses`: IPv4 CIDRs kept, other-family entries ignored
+/// (as each per-family kube-proxy does).
+fn nodeport_cidrs(list: &[String]) -> Result<Vec<ipnet::Ipv4Net>> {
+    let mut out = Vec::new();
+    for s in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        match s.parse::<ipnet::IpNet>() {
+            Ok(ipnet::IpNet::V4(n)) => out.push(n.trunc()),
+            Ok(ipnet::IpNet::V6(_)) => {}
+            Err(e) => anyhow::bail!("--nodeport-addresses {s:?}: {e}"),
+        }
+    }
+    Ok(out)
 }
 
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
@@ -312,6 +340,9 @@ async fn run_agent(socket: PathBuf, a: AgentArgs) -> Result<()> {
         socket_lb: a.socket_lb,
         maglev_table_size: a.maglev_table_size,
         cgroup,
+        node_ip: a.node_ip,
+        cluster_cidrs: a.cluster_cidr,
+        nodeport_addresses: nodeport_cidrs(&a.nodeport_addresses)?,
     };
     sluice_agent::run(cfg).await.context("agent failed")
 }

@@ -5,8 +5,8 @@
 
 use sluice_api::{Client, EndpointInfo, EndpointState, ServiceInfo, Status};
 use sluice_testbed::{
-    http_get, run_in_netns, tcp_request, udp_request, Pod, ProbeKind, ProbeOutcome, Sandbox,
-    SandboxOptions, WorkloadPorts,
+    http_get, http_get_path, run_in_netns, tcp_request, udp_request, Pod, ProbeKind, ProbeOutcome,
+    Sandbox, SandboxOptions, WorkloadPorts,
 };
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -1638,6 +1638,7 @@ async fn a_stale_connected_udp_socket_left_by_a_dead_agent_is_reset_at_start() {
             ip: "10.96.0.53".parse().unwrap(),
             port: 53,
             proto: 17,
+            scope: 0,
         };
         let rev_nat_id = maps
             .service_rows()
@@ -1795,5 +1796,116 @@ async fn external_ips_are_served_from_outside_and_from_pods() {
     {
         assert_eq!(seen.values().sum::<usize>(), 10, "{path}: {seen:?}");
     }
+    env.sb.teardown().unwrap();
+}
+
+/// GET `path` from `netns` (the workload's `/clientip` names the peer it saw).
+fn http_path_once(netns: &Path, target: SocketAddr, path: &'static str) -> String {
+    let netns = netns.to_path_buf();
+    run_in_netns(&netns, move || {
+        http_get_path(target, path, T).unwrap_or_else(|e| panic!("GET {target}{path}: {e}"))
+    })
+    .expect("netns")
+}
+
+/// svc-011/016: an external client reaches a NodePort (eTP Cluster); the
+/// backend answers and sees the node's address as its peer (masqueraded),
+/// on the node IP only (--nodeport-addresses defaults to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodeport_from_outside_is_masqueraded_under_etp_cluster() {
+    let mut env = setup(2, SERVICES).await;
+    wait_services(&env.api, "web's NodePort", |l| {
+        backends_of(l, "default/web", 30080) == 2
+    })
+    .await;
+    let node = env.sb.node_ip();
+    let np = SocketAddr::from((node, 30080));
+    let seen = http_spread(&env.sb.outside_netns(), np, 20);
+    assert_eq!(seen.len(), 2, "both backends answer: {seen:?}");
+    for _ in 0..5 {
+        let peer = http_path_once(&env.sb.outside_netns(), np, "/clientip");
+        assert!(
+            peer.starts_with(&format!("{node}:")),
+            "the backend sees the node address, not {}: {peer}",
+            env.sb.outside_ip()
+        );
+    }
+    // A pod reaching the NodePort is masqueraded too (kube-proxy: pod to
+    // NodePort, masq true).
+    let peer = http_path_once(&env.client.netns, np, "/clientip");
+    assert!(peer.starts_with(&format!("{node}:")), "{peer}");
+    env.sb.teardown().unwrap();
+}
+
+/// svc-013/014: externalTrafficPolicy Local. From outside only the
+/// endpoint on this node answers and it sees the client's own address;
+/// pods reach every endpoint, unmasqueraded; with no local endpoint left,
+/// outside clients are dropped (a timeout), not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etp_local_from_outside_reaches_only_the_local_endpoint_with_the_client_ip() {
+    let mut env = setup(2, SERVICES).await;
+    let node = env.sb.run_id().to_string();
+    let manifest = |eps: &[(&Pod, &str)]| {
+        let mut s = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: etp, namespace: default}}\nspec:\n  type: NodePort\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 30999\n  clusterIP: 10.96.0.31\n  ports: [{{name: http, port: 80, nodePort: 30081}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: etp-1, namespace: default, labels: {{kubernetes.io/service-name: etp}}}}\naddressType: IPv4\nports: [{{name: http, port: {HTTP}}}]\nendpoints:\n"
+        );
+        for (pod, on) in eps {
+            s.push_str(&format!("- {{addresses: [{}], nodeName: {on}}}\n", pod.ip));
+        }
+        s
+    };
+    let file = env.sb.manifests_dir().join("etp.yaml");
+    // web-1 is on this node, web-2 (as far as the slice says) elsewhere.
+    std::fs::write(
+        &file,
+        manifest(&[(&env.web[0], &node), (&env.web[1], "elsewhere")]),
+    )
+    .unwrap();
+    wait_services(&env.api, "etp with its local set", |l| {
+        l.iter()
+            .any(|s| s.kind == "NodePort/local" && s.port == 30081 && s.backends.len() == 1)
+    })
+    .await;
+    let np = SocketAddr::from((env.sb.node_ip(), 30081));
+    let seen = http_spread(&env.sb.outside_netns(), np, 10);
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        vec!["default/web-1"],
+        "outside: only the local endpoint"
+    );
+    let peer = http_path_once(&env.sb.outside_netns(), np, "/clientip");
+    assert!(
+        peer.starts_with(&format!("{}:", env.sb.outside_ip())),
+        "the backend sees the client's address: {peer}"
+    );
+    // Pods: the cluster-wide set, their own address kept.
+    let seen = http_spread(&env.client.netns, np, 20);
+    assert_eq!(seen.len(), 2, "pods reach every endpoint: {seen:?}");
+    let peer = http_path_once(&env.client.netns, np, "/clientip");
+    assert!(
+        peer.starts_with(&format!("{}:", env.client.ip)),
+        "pods are not masqueraded under eTP Local: {peer}"
+    );
+
+    // No local endpoint: outside clients are dropped, pods still served.
+    std::fs::write(&file, manifest(&[(&env.web[1], "elsewhere")])).unwrap();
+    wait_services(&env.api, "etp without a local endpoint", |l| {
+        l.iter()
+            .any(|s| s.kind == "NodePort/local" && s.port == 30081 && s.backends.is_empty())
+    })
+    .await;
+    let outside = env.sb.outside_netns();
+    let r =
+        run_in_netns(&outside, move || http_get(np, Duration::from_millis(300))).expect("netns");
+    assert!(r.as_ref().is_err_and(|e| e.is_timeout()), "dropped: {r:?}");
+    let seen = http_spread(&env.client.netns, np, 5);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["default/web-2"]);
+    wait_flow(
+        &env.sb,
+        &["--verdict", "DROPPED", "--drop-reason", "no_local_backend"],
+        "the drop, with its reason",
+        |f| f["service"]["name"] == "default/etp",
+    )
+    .await;
     env.sb.teardown().unwrap();
 }

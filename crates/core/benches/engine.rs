@@ -48,7 +48,9 @@ fn service(i: u32) -> Change {
         maglev: None,
         external_ips: Vec::new(),
         load_balancer_ips: Vec::new(),
-        load_balancer_source_ranges: false,
+        load_balancer_source_ranges: Vec::new(),
+        external_traffic_local: false,
+        health_check_node_port: None,
         prefer_close: false,
     }))
 }

@@ -14,27 +14,81 @@ use thiserror::Error;
 
 use crate::config::CompileConfig;
 use crate::endpoints::{backends_for, Scope};
+use crate::health::{health_check, HealthCheckSpec};
 use crate::ids::{IdAllocator, IdError};
 use crate::index::{Key, Objects};
 pub use crate::model::Protocol;
 use crate::model::{Change, Service};
 use crate::plan::{
-    plan_frontend, AppliedState, MapOp, Master, FLAG_AFFINITY, FLAG_DROP_NO_BACKEND, FLAG_MAGLEV,
-    FLAG_NODE_PORT,
+    plan_frontend, AppliedState, MapOp, Master, FLAG_AFFINITY, FLAG_DROP_NO_BACKEND,
+    FLAG_ETP_LOCAL, FLAG_EXTERNAL, FLAG_MAGLEV, FLAG_NODE_PORT, FLAG_SOURCE_RANGES,
 };
+use ipnet::Ipv4Net;
 
 /// A service address as the datapath matches it. `ip` 0.0.0.0 is a
-/// NodePort: it matches every node address.
+/// NodePort: it matches every node address that serves NodePorts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Frontend {
     pub ip: Ipv4Addr,
     pub port: u16,
     pub proto: Protocol,
+    /// Which clients the entry serves (`lb_service_key.scope`).
+    #[serde(default)]
+    pub scope: FrontendScope,
+}
+
+impl Frontend {
+    /// A frontend of scope [`FrontendScope::All`].
+    pub fn new(ip: Ipv4Addr, port: u16, proto: Protocol) -> Self {
+        Self {
+            ip,
+            port,
+            proto,
+            scope: FrontendScope::All,
+        }
+    }
+}
+
+/// externalTrafficPolicy Local gives an external address two backend sets
+/// (as Cilium's service scopes): every client but external ones uses the
+/// cluster-wide set, external clients the set of this node's endpoints.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum FrontendScope {
+    /// The frontend's entry for every client (`LB_SCOPE_ALL`).
+    #[default]
+    All,
+    /// eTP Local: the entry external clients use, local endpoints only
+    /// (`LB_SCOPE_EXTERNAL`).
+    External,
+}
+
+impl FrontendScope {
+    /// `lb_service_key.scope` / `lb_revnat.scope`.
+    pub fn as_u8(self) -> u8 {
+        match self {
+            FrontendScope::All => 0,
+            FrontendScope::External => 1,
+        }
+    }
+
+    pub fn from_u8(n: u8) -> Option<Self> {
+        match n {
+            0 => Some(FrontendScope::All),
+            1 => Some(FrontendScope::External),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Frontend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.ip, self.port, self.proto)
+        write!(f, "{}:{}/{}", self.ip, self.port, self.proto)?;
+        if self.scope == FrontendScope::External {
+            f.write_str(" (external, local endpoints)")?;
+        }
+        Ok(())
     }
 }
 
@@ -81,6 +135,14 @@ pub struct DesiredService {
     /// Backends are picked from a Maglev table (`crate::maglev`).
     #[serde(default)]
     pub maglev: bool,
+    /// externalTrafficPolicy Local on an external address (scope All
+    /// entry): external clients use the [`FrontendScope::External`] entry.
+    #[serde(default)]
+    pub external_local: bool,
+    /// loadBalancerSourceRanges (LB IP frontends only): only these sources
+    /// may connect; the agent writes them into `sl_src_ranges`.
+    #[serde(default)]
+    pub source_ranges: Vec<Ipv4Net>,
 }
 
 impl DesiredService {
@@ -90,10 +152,17 @@ impl DesiredService {
             count: u16::try_from(self.backend_ids.len()).unwrap_or(u16::MAX),
             rev_nat_id: self.rev_nat_id,
             flags: match self.kind {
-                FrontendKind::NodePort => FLAG_NODE_PORT,
-                FrontendKind::ClusterIp | FrontendKind::ExternalIp | FrontendKind::LoadBalancer => {
-                    0
-                }
+                FrontendKind::NodePort => FLAG_NODE_PORT | FLAG_EXTERNAL,
+                FrontendKind::ExternalIp | FrontendKind::LoadBalancer => FLAG_EXTERNAL,
+                FrontendKind::ClusterIp => 0,
+            } | if self.external_local {
+                FLAG_ETP_LOCAL
+            } else {
+                0
+            } | if self.source_ranges.is_empty() {
+                0
+            } else {
+                FLAG_SOURCE_RANGES
             } | if self.affinity_timeout > 0 {
                 FLAG_AFFINITY
             } else {
@@ -127,10 +196,6 @@ pub enum CompileError {
         frontend: Frontend,
         owner: String,
     },
-    /// Failing closed: loadBalancerSourceRanges cannot be enforced yet, so
-    /// the load-balancer addresses they guard are not programmed at all.
-    #[error("Service {service}: spec.loadBalancerSourceRanges is not supported yet; its load-balancer IPs are not served (the ClusterIP and NodePorts are)")]
-    SourceRangesUnsupported { service: String },
     #[error("Service {service}: port {port_name:?} has {count} backends; only the first {max} are used", max = u16::MAX)]
     TooManyBackends {
         service: String,
@@ -156,6 +221,8 @@ struct Spec {
     affinity_timeout: u32,
     drop_no_backend: bool,
     maglev: bool,
+    external_local: bool,
+    source_ranges: Vec<Ipv4Net>,
 }
 
 /// IDs taken during a batch, released only at its end so that an ID freed
@@ -178,6 +245,8 @@ pub struct Engine {
     desired: DesiredState,
     /// Frontends programmed for each Service.
     owned: HashMap<Key, Vec<Frontend>>,
+    /// Health-check node ports (eTP Local LoadBalancers), by Service.
+    health: BTreeMap<Key, HealthCheckSpec>,
 }
 
 impl Engine {
@@ -195,6 +264,7 @@ impl Engine {
             ids,
             desired: DesiredState::default(),
             owned: HashMap::new(),
+            health: BTreeMap::new(),
         }
     }
 
@@ -232,6 +302,12 @@ impl Engine {
             .flatten()
             .filter_map(|fe| self.desired.services.get(fe))
             .collect()
+    }
+
+    /// Health-check node ports to serve, with their local ready endpoint
+    /// counts (kept up to date by `apply`, one Service at a time).
+    pub fn health_checks(&self) -> impl Iterator<Item = &HealthCheckSpec> {
+        self.health.values()
     }
 
     pub fn ids(&self) -> &IdAllocator {
@@ -292,73 +368,100 @@ impl Engine {
             } else {
                 cluster.clone()
             };
-            let mut push = |frontend, kind, backends: Vec<BackendAddr>, drop_no_backend| {
+            // externalTrafficPolicy Local: external clients get this
+            // node's endpoints only (the same ready-else-terminating choice,
+            // made among the local ones); pods and the node keep `cluster`.
+            let local = if svc.external_traffic_local {
+                let node = self.config.node_name.as_deref();
+                Some(limited(backends_for(
+                    &self.objects,
+                    key,
+                    svc,
+                    port,
+                    Scope::Node(node),
+                )))
+            } else {
+                None
+            };
+            let affinity_timeout = svc.session_affinity_timeout.unwrap_or(0);
+            let maglev = svc.maglev.unwrap_or(self.config.maglev_default);
+            let mut push = |frontend: Frontend,
+                            kind,
+                            backends: Vec<BackendAddr>,
+                            drop_no_backend,
+                            source_ranges: Vec<Ipv4Net>| {
                 // An address listed twice (externalIPs: [X, X], an external
                 // IP equal to an LB IP or to the ClusterIP) is one frontend:
                 // the first one pushed (the ClusterIP first) keeps it.
                 if !seen.insert(frontend) {
                     return;
                 }
+                let external = kind != FrontendKind::ClusterIp;
+                if let (true, Some(local)) = (external, &local) {
+                    // Endpoints elsewhere but none here: drop (the external
+                    // load balancer's health check steers clients away);
+                    // no endpoint anywhere: refuse, as for any Service.
+                    specs.push(Spec {
+                        frontend: Frontend {
+                            scope: FrontendScope::External,
+                            ..frontend
+                        },
+                        kind,
+                        port_name: port.name.clone(),
+                        backends: local.clone(),
+                        affinity_timeout,
+                        drop_no_backend: !backends.is_empty(),
+                        maglev,
+                        external_local: false,
+                        source_ranges: Vec::new(),
+                    });
+                }
                 specs.push(Spec {
                     frontend,
                     kind,
                     port_name: port.name.clone(),
                     backends,
-                    affinity_timeout: svc.session_affinity_timeout.unwrap_or(0),
+                    affinity_timeout,
                     drop_no_backend,
-                    maglev: svc.maglev.unwrap_or(self.config.maglev_default),
+                    maglev,
+                    external_local: external && local.is_some(),
+                    source_ranges,
                 })
             };
             push(
-                Frontend {
-                    ip: cluster_ip,
-                    port: port.port,
-                    proto: port.protocol,
-                },
+                Frontend::new(cluster_ip, port.port, port.protocol),
                 FrontendKind::ClusterIp,
                 internal,
                 svc.internal_traffic_local,
+                Vec::new(),
             );
-            // External addresses follow externalTrafficPolicy (Cluster
-            // here), not internalTrafficPolicy.
-            let guarded = svc.load_balancer_source_ranges && !svc.load_balancer_ips.is_empty();
-            if guarded && port == &svc.ports[0] {
-                errors.push(CompileError::SourceRangesUnsupported {
-                    service: service_name(key),
-                });
-            }
-            let external = svc
-                .external_ips
-                .iter()
-                .map(|ip| (*ip, FrontendKind::ExternalIp))
-                .chain(
-                    svc.load_balancer_ips
-                        .iter()
-                        .filter(|_| !guarded)
-                        .map(|ip| (*ip, FrontendKind::LoadBalancer)),
-                );
-            for (ip, kind) in external {
+            // External addresses follow externalTrafficPolicy, not
+            // internalTrafficPolicy; source ranges guard LB IPs only.
+            for ip in &svc.external_ips {
                 push(
-                    Frontend {
-                        ip,
-                        port: port.port,
-                        proto: port.protocol,
-                    },
-                    kind,
+                    Frontend::new(*ip, port.port, port.protocol),
+                    FrontendKind::ExternalIp,
                     cluster.clone(),
                     false,
+                    Vec::new(),
+                );
+            }
+            for ip in &svc.load_balancer_ips {
+                push(
+                    Frontend::new(*ip, port.port, port.protocol),
+                    FrontendKind::LoadBalancer,
+                    cluster.clone(),
+                    false,
+                    svc.load_balancer_source_ranges.clone(),
                 );
             }
             if let Some(np) = port.node_port.filter(|_| svc.has_node_ports()) {
                 push(
-                    Frontend {
-                        ip: Ipv4Addr::UNSPECIFIED,
-                        port: np,
-                        proto: port.protocol,
-                    },
+                    Frontend::new(Ipv4Addr::UNSPECIFIED, np, port.protocol),
                     FrontendKind::NodePort,
                     cluster,
                     false,
+                    Vec::new(),
                 );
             }
         }
@@ -367,6 +470,13 @@ impl Engine {
 
     fn recompile(&mut self, key: &Key, batch: &mut Batch, errors: &mut Vec<CompileError>) {
         let name = service_name(key);
+        let health = self.objects.services.get(key).and_then(|svc| {
+            health_check(&self.objects, key, svc, self.config.node_name.as_deref())
+        });
+        match health {
+            Some(h) => self.health.insert(key.clone(), h),
+            None => self.health.remove(key),
+        };
         let specs = match self.objects.services.get(key) {
             Some(svc) => self.compile_specs(key, svc, errors),
             None => Vec::new(),
@@ -460,6 +570,8 @@ impl Engine {
                     affinity_timeout: s.affinity_timeout,
                     drop_no_backend: s.drop_no_backend,
                     maglev: s.maglev,
+                    external_local: s.external_local,
+                    source_ranges: s.source_ranges.clone(),
                 });
             }
             Ok(())

@@ -29,13 +29,16 @@ pub mod plan;
 pub mod policy;
 
 pub use compile::{
-    BackendAddr, CompileError, DesiredService, DesiredState, Engine, Frontend, FrontendKind, Plan,
+    BackendAddr, CompileError, DesiredService, DesiredState, Engine, Frontend, FrontendKind,
+    FrontendScope, Plan,
 };
 pub use ids::{IdAllocator, IdError};
 pub use model::Change;
 pub use plan::{plan_full, AppliedState, MapOp, Master};
 pub use policy::{PolicyEngine, PolicyState};
 mod claims;
+pub mod health;
 pub mod store;
 mod topology;
+pub use health::HealthCheckSpec;
 pub use store::Store;

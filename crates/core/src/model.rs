@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::policy::model::{CiliumNetworkPolicy, NetworkPolicy};
@@ -210,10 +212,20 @@ pub struct Service {
     /// `ipMode: Proxy` ones (the load balancer itself proxies those).
     #[serde(default)]
     pub load_balancer_ips: Vec<Ipv4Addr>,
-    /// `spec.loadBalancerSourceRanges` is set (not enforced yet: the
-    /// load-balancer IPs are then not programmed, failing closed).
+    /// `spec.loadBalancerSourceRanges`: only these sources may use the
+    /// load-balancer IPs (empty: everyone). NodePorts, the ClusterIP and
+    /// externalIPs are not filtered, as in kube-proxy.
     #[serde(default)]
-    pub load_balancer_source_ranges: bool,
+    pub load_balancer_source_ranges: Vec<Ipv4Net>,
+    /// `externalTrafficPolicy: Local`: traffic from outside the cluster to
+    /// NodePorts, LB IPs and externalIPs goes only to endpoints on this
+    /// node, keeping the client's address (none here: drop).
+    #[serde(default)]
+    pub external_traffic_local: bool,
+    /// `spec.healthCheckNodePort` (parsed and validated; served by the
+    /// health-check responder).
+    #[serde(default)]
+    pub health_check_node_port: Option<u16>,
     /// `spec.trafficDistribution: PreferClose` (or the older
     /// `service.kubernetes.io/topology-mode` annotation): prefer endpoints
     /// hinted for this node's zone (see `topology.rs`).

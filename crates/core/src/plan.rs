@@ -24,6 +24,14 @@ pub const FLAG_DROP_NO_BACKEND: u8 = 4;
 /// `LB_FLAG_MAGLEV`: new flows pick their backend from the frontend's
 /// Maglev table (`sl_maglev`), by a hash of the flow.
 pub const FLAG_MAGLEV: u8 = 8;
+/// `LB_FLAG_EXTERNAL`: a NodePort, LB IP or externalIP (externalTrafficPolicy
+/// applies; always masqueraded under eTP Cluster).
+pub const FLAG_EXTERNAL: u8 = 16;
+/// `LB_FLAG_ETP_LOCAL`: external clients use the frontend's scope-External
+/// entry (this node's endpoints, client address kept).
+pub const FLAG_ETP_LOCAL: u8 = 32;
+/// `LB_FLAG_SOURCE_RANGES`: loadBalancerSourceRanges apply (`sl_src_ranges`).
+pub const FLAG_SOURCE_RANGES: u8 = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MapOp {

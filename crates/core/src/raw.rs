@@ -107,6 +107,8 @@ pub struct RawServiceSpec {
     #[serde(rename = "externalIPs")]
     pub external_ips: Vec<String>,
     pub load_balancer_source_ranges: Vec<String>,
+    pub external_traffic_policy: Option<String>,
+    pub health_check_node_port: Option<i64>,
     pub traffic_distribution: Option<String>,
 }
 

@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use ipnet::Ipv4Net;
+
 use crate::config::CompileConfig;
 use crate::error::ObjectError;
 use crate::model::LB_ALGORITHM_ANNOTATION;
@@ -55,9 +57,16 @@ pub(crate) fn protocol(path: &str, value: Option<&str>) -> Result<Protocol> {
 }
 
 /// Parses an IPv4 address; IPv6 gets its own message because it is a known
-/// gap, not a typo.
-fn ipv4(path: &str, s: &str) -> Result<Ipv4Addr> {
-    match s.parse::<IpAddr>() {
+/// gap, not a typo. Tolerant like Kubernetes' legacy parser: surrounding
+/// whitespace is ignored and leading zeros are decimal (`010` is 10, not
+/// octal 8), because the API server once accepted such addresses and
+/// objects carrying them still exist.
+pub(crate) fn ipv4(path: &str, s: &str) -> Result<Ipv4Addr> {
+    let t = s.trim();
+    if let Some(ip) = ipv4_sloppy(t) {
+        return Ok(ip);
+    }
+    match t.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) => Ok(ip),
         Ok(IpAddr::V6(_)) => Err(ObjectError::invalid(
             path,
@@ -68,6 +77,37 @@ fn ipv4(path: &str, s: &str) -> Result<Ipv4Addr> {
             format!("{s:?} is not an IPv4 address"),
         )),
     }
+}
+
+/// Dotted quad with decimal octets that may carry leading zeros.
+fn ipv4_sloppy(s: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split('.');
+    for o in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *o = part.parse().ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+}
+
+/// Parses an IPv4 CIDR as tolerantly as [`ipv4`] (the prefix length may
+/// carry leading zeros too); host bits are cleared (`10.0.0.1/8` is
+/// `10.0.0.0/8`), as Kubernetes' parser does.
+pub(crate) fn ipv4_cidr(path: &str, s: &str) -> Result<Ipv4Net> {
+    let t = s.trim();
+    let bad = || ObjectError::invalid(path, format!("{s:?} is not an IPv4 CIDR"));
+    let (addr, len) = t.split_once('/').ok_or_else(bad)?;
+    let addr = ipv4(path, addr)?;
+    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    Ipv4Net::new(addr, len)
+        .map(|n| n.trunc())
+        .map_err(|_| bad())
 }
 
 pub fn namespace(raw: RawNamespace) -> Result<Namespace> {
@@ -198,7 +238,9 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             maglev: None,
             external_ips: Vec::new(),
             load_balancer_ips: Vec::new(),
-            load_balancer_source_ranges: false,
+            load_balancer_source_ranges: Vec::new(),
+            external_traffic_local: false,
+            health_check_node_port: None,
             prefer_close: false,
         });
     }
@@ -220,6 +262,27 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             ))
         }
     };
+    let external_traffic_local = match spec.external_traffic_policy.as_deref() {
+        None | Some("Cluster") => false,
+        Some("Local") => true,
+        Some(other) => {
+            return Err(ObjectError::invalid(
+                "spec.externalTrafficPolicy",
+                format!("{other:?} is not one of Cluster, Local"),
+            ))
+        }
+    };
+    let health_check_node_port = match spec.health_check_node_port {
+        None | Some(0) => None,
+        v => Some(port("spec.healthCheckNodePort", v)?),
+    };
+    let mut load_balancer_source_ranges = Vec::new();
+    for (i, s) in spec.load_balancer_source_ranges.iter().enumerate() {
+        let net = ipv4_cidr(&format!("spec.loadBalancerSourceRanges[{i}]"), s)?;
+        if !load_balancer_source_ranges.contains(&net) {
+            load_balancer_source_ranges.push(net);
+        }
+    }
     let maglev = match meta
         .annotations
         .get(LB_ALGORITHM_ANNOTATION)
@@ -299,7 +362,9 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
         maglev,
         external_ips,
         load_balancer_ips,
-        load_balancer_source_ranges: !spec.load_balancer_source_ranges.is_empty(),
+        load_balancer_source_ranges,
+        external_traffic_local,
+        health_check_node_port,
         prefer_close,
     })
 }
@@ -400,4 +465,40 @@ pub fn endpoint_slice(raw: RawEndpointSlice) -> Result<EndpointSlice> {
         endpoints,
         ports,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_leading_zeros_are_decimal_and_whitespace_is_ignored() {
+        assert_eq!(
+            ipv4("x", "172.30.0.041").unwrap(),
+            Ipv4Addr::new(172, 30, 0, 41)
+        );
+        assert_eq!(
+            ipv4("x", " 010.0.0.08 ").unwrap(),
+            Ipv4Addr::new(10, 0, 0, 8)
+        );
+        assert!(ipv4("x", "1.2.3.256").is_err());
+        assert!(ipv4("x", "1.2.3").is_err());
+        assert!(ipv4("x", "1.2.3.0004").is_err());
+        assert!(ipv4("x", "fd00::1")
+            .unwrap_err()
+            .to_string()
+            .contains("IPv6"));
+    }
+
+    #[test]
+    fn cidrs_are_tolerant_and_truncated() {
+        let n = |s| ipv4_cidr("x", s).map(|n| n.to_string());
+        assert_eq!(n("203.0.113.000/025").unwrap(), "203.0.113.0/25");
+        assert_eq!(n(" 192.168.0.0/24").unwrap(), "192.168.0.0/24");
+        assert_eq!(n("10.1.2.3/8").unwrap(), "10.0.0.0/8");
+        for bad in ["10.0.0.0", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/x", "x/8"] {
+            assert!(n(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -262,6 +262,7 @@ fn plan_full_frees_entries_before_writing_new_ones() {
     use sluice_core::{DesiredService, DesiredState, Frontend, Master};
     use std::net::Ipv4Addr;
     let fe = |last: u8| Frontend {
+        scope: Default::default(),
         ip: Ipv4Addr::new(10, 96, 0, last),
         port: 80,
         proto: Protocol::Tcp,
@@ -299,6 +300,8 @@ fn plan_full_frees_entries_before_writing_new_ones() {
             affinity_timeout: 0,
             drop_no_backend: false,
             maglev: false,
+            external_local: false,
+            source_ranges: Vec::new(),
         },
     );
     let ops = plan_full(&desired, &applied);
@@ -336,11 +339,11 @@ fn session_affinity_switches_live_in_the_master() {
             .map(|d| (d.master().flags, d.master().affinity_timeout))
             .collect()
     };
-    assert_eq!(master_flags(&engine), vec![(0, 0), (1, 0)]);
+    assert_eq!(master_flags(&engine), vec![(0, 0), (17, 0)]);
     let on =
         "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n";
     let plan = engine.apply(&changes(&with(on)));
-    assert_eq!(master_flags(&engine), vec![(2, 60), (1 | 2, 60)]);
+    assert_eq!(master_flags(&engine), vec![(2, 60), (17 | 2, 60)]);
     assert!(
         plan.ops.iter().all(|op| matches!(
             op,
@@ -354,7 +357,7 @@ fn session_affinity_switches_live_in_the_master() {
     );
     assert_eq!(plan.ops.len(), 2);
     engine.apply(&changes(&with("")));
-    assert_eq!(master_flags(&engine), vec![(0, 0), (1, 0)]);
+    assert_eq!(master_flags(&engine), vec![(0, 0), (17, 0)]);
 }
 
 const TWO_NODE_SLICE: &str = r#"
@@ -448,7 +451,7 @@ fn internal_traffic_policy_local_limits_the_cluster_ip_to_this_node() {
             (
                 "0.0.0.0:30080/TCP".to_string(),
                 vec!["10.244.0.1".to_string(), "10.244.1.1".to_string()],
-                1
+                1 | 16
             ),
         ]
     );
@@ -532,10 +535,10 @@ fn external_and_load_balancer_ips_are_frontends() {
 }
 
 /// An address listed twice is one frontend (the ClusterIP first), and
-/// removing it leaks no rev-NAT id; loadBalancerSourceRanges, not enforced
-/// yet, keep the LB addresses unprogrammed (fail closed) and say so.
+/// removing it leaks no rev-NAT id; loadBalancerSourceRanges guard the LB
+/// IPs only (flag + ranges on their masters), whitespace tolerated.
 #[test]
-fn repeated_addresses_are_one_frontend_and_source_ranges_fail_closed() {
+fn repeated_addresses_are_one_frontend_and_source_ranges_guard_lb_ips() {
     let text = "kind: Service\nmetadata: {name: s}\nspec:\n  clusterIP: 10.96.0.50\n  internalTrafficPolicy: Local\n  externalIPs: [203.0.113.10, 203.0.113.10, 10.96.0.50]\n  ports: [{port: 80}]\n";
     let mut e = Engine::new(CompileConfig::default());
     let plan = e.apply(&changes(text));
@@ -560,16 +563,232 @@ fn repeated_addresses_are_one_frontend_and_source_ranges_fail_closed() {
     })]);
     assert_eq!(e.ids().rev_nat_len(), 0, "no rev-NAT id leaked");
 
-    let ranged = "kind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.51\n  loadBalancerSourceRanges: [203.0.113.0/25]\n  ports: [{port: 80, nodePort: 30051}]\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.9}]}}\n";
+    let ranged = "kind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.51\n  externalIPs: [203.0.113.77]\n  loadBalancerSourceRanges: [' 203.0.113.000/025 ', 192.168.0.0/24]\n  ports: [{port: 80, nodePort: 30051}]\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.9}]}}\n";
     let plan = e.apply(&changes(ranged));
-    assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
-    assert!(plan.errors[0]
-        .to_string()
-        .contains("loadBalancerSourceRanges"));
-    assert!(e
-        .service("default", "lb")
-        .iter()
-        .all(|d| d.kind != FrontendKind::LoadBalancer));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    for d in e.service("default", "lb") {
+        let guarded = d.master().flags & 64 != 0;
+        assert_eq!(guarded, d.kind == FrontendKind::LoadBalancer, "{d:?}");
+        if guarded {
+            let r: Vec<String> = d.source_ranges.iter().map(|n| n.to_string()).collect();
+            assert_eq!(r, ["203.0.113.0/25", "192.168.0.0/24"]);
+        } else {
+            assert!(d.source_ranges.is_empty());
+        }
+    }
+}
+
+const ETP_SVC: &str = r#"
+kind: Service
+metadata: {name: web}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 30000
+  clusterIP: 172.30.1.1
+  externalIPs: [192.168.99.11]
+  ports: [{name: "", port: 80, nodePort: 30001}]
+status: {loadBalancer: {ingress: [{ip: 1.2.3.4}]}}
+---
+kind: EndpointSlice
+metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: "", port: 80}]
+endpoints:
+"#;
+
+/// (frontend, backend IPs, flags) of every entry, sorted by frontend.
+fn etp_entries(e: &Engine) -> Vec<(String, Vec<String>, u8)> {
+    let mut v = frontends(e);
+    v.sort();
+    v
+}
+
+fn etp_engine() -> Engine {
+    Engine::new(CompileConfig {
+        node_name: Some("test-node".into()),
+        node_port_range: 1..=65535,
+        ..CompileConfig::default()
+    })
+}
+
+fn ips(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// svc-026: under externalTrafficPolicy Local every external address gets a
+/// second, external-scope entry with the local set (local ready, else local
+/// serving-terminating); the cluster set is chosen independently (a remote
+/// ready endpoint beats local terminating ones). Local set empty while the
+/// cluster has endpoints: drop; nothing anywhere: refuse.
+#[test]
+fn external_traffic_policy_local_builds_a_local_set_per_external_address() {
+    let mut e = etp_engine();
+    // ready endpoints exist
+    let text = format!(
+        "{ETP_SVC}{}{}{}{}{}",
+        slice_endpoint("10.0.1.1", "test-node", true, true, false),
+        slice_endpoint("10.0.1.2", "test-node", true, true, false),
+        slice_endpoint("10.0.1.3", "test-node", false, true, true),
+        slice_endpoint("10.0.1.4", "test-node", false, false, true),
+        slice_endpoint("10.0.1.5", "node-1", true, true, false),
+    );
+    let plan = e.apply(&changes(&text));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    let all = ips(&["10.0.1.1", "10.0.1.2", "10.0.1.5"]);
+    let local = ips(&["10.0.1.1", "10.0.1.2"]);
+    // flags: NODEPORT 1, EXTERNAL 16, ETP_LOCAL 32; DROP_NO_BACKEND 4
+    assert_eq!(
+        etp_entries(&e),
+        vec![
+            ("0.0.0.0:30001/TCP".into(), all.clone(), 1 | 16 | 32),
+            (
+                "0.0.0.0:30001/TCP (external, local endpoints)".into(),
+                local.clone(),
+                1 | 16 | 4
+            ),
+            ("1.2.3.4:80/TCP".into(), all.clone(), 16 | 32),
+            (
+                "1.2.3.4:80/TCP (external, local endpoints)".into(),
+                local.clone(),
+                16 | 4
+            ),
+            ("172.30.1.1:80/TCP".into(), all.clone(), 0),
+            ("192.168.99.11:80/TCP".into(), all.clone(), 16 | 32),
+            (
+                "192.168.99.11:80/TCP (external, local endpoints)".into(),
+                local,
+                16 | 4
+            ),
+        ]
+    );
+    let svc = e.service("default", "web");
+    assert!(svc.iter().all(|d| d.rev_nat_id != 0));
+
+    // only terminating endpoints exist locally
+    let text = format!(
+        "{ETP_SVC}{}{}{}{}",
+        slice_endpoint("10.0.1.2", "test-node", false, true, true),
+        slice_endpoint("10.0.1.3", "test-node", false, true, true),
+        slice_endpoint("10.0.1.4", "test-node", false, false, true),
+        slice_endpoint("10.0.1.5", "node-1", true, true, false),
+    );
+    e.apply(&changes(&text));
+    let v = etp_entries(&e);
+    assert_eq!(v[4].1, ips(&["10.0.1.5"]), "cluster set: {v:?}");
+    assert_eq!(v[3].1, ips(&["10.0.1.2", "10.0.1.3"]), "local set: {v:?}");
+
+    // terminating endpoints on a remote node: drop for external clients
+    let text = format!(
+        "{ETP_SVC}{}",
+        slice_endpoint("10.0.1.5", "node-1", false, true, true)
+    );
+    e.apply(&changes(&text));
+    let v = etp_entries(&e);
+    assert_eq!(v[4].1, ips(&["10.0.1.5"]));
+    assert!(v[3].1.is_empty());
+    assert_eq!(v[3].2 & 4, 4, "drop, not refuse: {v:?}");
+
+    // no usable endpoints anywhere: refuse on both
+    let text = format!(
+        "{ETP_SVC}{}{}",
+        slice_endpoint("10.0.1.5", "test-node", false, false, true),
+        slice_endpoint("10.0.1.6", "node-1", false, false, true),
+    );
+    e.apply(&changes(&text));
+    for (fe, b, flags) in etp_entries(&e) {
+        assert!(b.is_empty(), "{fe}");
+        assert_eq!(flags & 4, 0, "{fe}: refuse");
+    }
+
+    // back to Cluster: the external-scope entries go, ids are released
+    let cluster = ETP_SVC.replace("  externalTrafficPolicy: Local\n", "");
+    let text = format!(
+        "{cluster}{}",
+        slice_endpoint("10.0.1.5", "node-1", true, true, false)
+    );
+    e.apply(&changes(&text));
+    assert_eq!(etp_entries(&e).len(), 4);
+    assert_eq!(e.ids().rev_nat_len(), 4);
+}
+
+/// svc-025: eTP Cluster, the same fallback rules, one set for everyone.
+#[test]
+fn external_traffic_policy_cluster_uses_one_set_with_the_terminating_fallback() {
+    let mut e = etp_engine();
+    let cluster = ETP_SVC.replace("Local", "Cluster");
+    let text = format!(
+        "{cluster}{}{}{}{}",
+        slice_endpoint("10.0.1.2", "test-node", false, true, true),
+        slice_endpoint("10.0.1.3", "test-node", false, true, true),
+        slice_endpoint("10.0.1.4", "another-node", false, false, true),
+        slice_endpoint("10.0.1.5", "another-node", false, true, true),
+    );
+    e.apply(&changes(&text));
+    let v = etp_entries(&e);
+    assert_eq!(v.len(), 4, "{v:?}");
+    for (fe, b, flags) in v {
+        assert_eq!(b, ips(&["10.0.1.2", "10.0.1.3", "10.0.1.5"]), "{fe}");
+        assert_eq!(flags & 32, 0);
+    }
+}
+
+/// Bad values are per-object errors naming the field.
+#[test]
+fn bad_traffic_policy_health_check_port_and_source_range_are_rejected() {
+    for (field, value, path) in [
+        (
+            "externalTrafficPolicy",
+            "Sometimes",
+            "spec.externalTrafficPolicy",
+        ),
+        ("healthCheckNodePort", "70000", "spec.healthCheckNodePort"),
+        (
+            "loadBalancerSourceRanges",
+            "[10.0.0.0/33]",
+            "spec.loadBalancerSourceRanges[0]",
+        ),
+        (
+            "loadBalancerSourceRanges",
+            "[nonsense]",
+            "spec.loadBalancerSourceRanges[0]",
+        ),
+    ] {
+        let text = format!(
+            "kind: Service\nmetadata: {{name: bad}}\nspec:\n  clusterIP: 10.96.0.1\n  {field}: {value}\n  ports: [{{port: 80}}]\n"
+        );
+        let out = parse_documents("t.yaml", &text);
+        assert_eq!(out.rejections.len(), 1, "{field}");
+        let msg = out.rejections[0].to_string();
+        assert!(msg.contains(path), "{msg}");
+    }
+}
+
+/// svc-043: leading zeros are decimal, whitespace is tolerated.
+#[test]
+fn legacy_addresses_with_leading_zeros_are_decimal() {
+    let text = "kind: Service\nmetadata: {name: web}\nspec:\n  type: LoadBalancer\n  clusterIP: 172.30.0.041\n  externalIPs: [' 192.168.099.022']\n  loadBalancerSourceRanges: [203.0.113.000/025]\n  ports: [{name: p80, port: 80, nodePort: 30001}]\nstatus: {loadBalancer: {ingress: [{ip: 1.2.3.004}]}}\n---\nkind: EndpointSlice\nmetadata: {name: web-1, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{name: p80, port: 80}]\nendpoints: [{addresses: [10.180.00.001]}]\n";
+    let mut e = etp_engine();
+    let plan = e.apply(&changes(text));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    let v = etp_entries(&e);
+    let fes: Vec<&str> = v.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(
+        fes,
+        [
+            "0.0.0.0:30001/TCP",
+            "1.2.3.4:80/TCP",
+            "172.30.0.41:80/TCP",
+            "192.168.99.22:80/TCP"
+        ]
+    );
+    assert!(v.iter().all(|x| x.1 == ips(&["10.180.0.1"])));
+    let lb = e
+        .service("default", "web")
+        .into_iter()
+        .find(|d| d.kind == FrontendKind::LoadBalancer)
+        .unwrap();
+    assert_eq!(lb.source_ranges[0].to_string(), "203.0.113.0/25");
 }
 
 fn hinted_endpoint(ip: &str, ready: bool, zones: &[&str]) -> String {
@@ -655,4 +874,64 @@ fn prefer_close_keeps_traffic_in_the_zone_only_when_hints_are_trustworthy() {
         hinted_endpoint("10.0.0.2", true, &["zone-b"]),
     )));
     assert_eq!(cluster_ip(&zoneless), vec!["10.0.0.1", "10.0.0.2"]);
+}
+
+/// Health-check node ports: only LoadBalancers with eTP Local that set one;
+/// the count is of this node's ready endpoints (kube-proxy's
+/// TestHealthCheckNodePortWhenTerminating).
+#[test]
+fn health_checks_count_local_ready_endpoints_only() {
+    let cfg = CompileConfig {
+        node_name: Some("node-a".into()),
+        node_port_range: 1..=65535,
+        ..CompileConfig::default()
+    };
+    let mut engine = Engine::new(cfg);
+    let lb = TWO_NODE_SLICE.replace(
+        "  type: NodePort\n",
+        "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 30001\n",
+    );
+    let checks = |e: &Engine| {
+        e.health_checks()
+            .map(|h| {
+                (
+                    h.namespace.clone(),
+                    h.name.clone(),
+                    h.port,
+                    h.local_endpoints,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    engine.apply(&changes(&format!(
+        "{lb}{}{}{}{}",
+        slice_endpoint("10.244.0.1", "node-a", true, true, false),
+        slice_endpoint("10.244.0.2", "node-a", true, true, false),
+        slice_endpoint("10.244.0.3", "node-a", false, true, true),
+        slice_endpoint("10.244.1.1", "node-b", true, true, false),
+    )));
+    assert_eq!(
+        checks(&engine),
+        vec![("default".into(), "web".into(), 30001, 2)]
+    );
+
+    // Every local endpoint terminating (still serving): traffic falls back
+    // to them, but the node reports none, so the load balancer drains it.
+    engine.apply(&changes(&format!(
+        "{lb}{}{}",
+        slice_endpoint("10.244.0.1", "node-a", false, true, true),
+        slice_endpoint("10.244.1.1", "node-b", true, true, false),
+    )));
+    assert_eq!(
+        checks(&engine),
+        vec![("default".into(), "web".into(), 30001, 0)]
+    );
+
+    // Back to Cluster: no health-check port any more.
+    let cluster = lb.replace("  externalTrafficPolicy: Local\n", "");
+    engine.apply(&changes(&format!(
+        "{cluster}{}",
+        slice_endpoint("10.244.0.1", "node-a", true, true, false)
+    )));
+    assert!(checks(&engine).is_empty());
 }

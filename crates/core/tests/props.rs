@@ -72,7 +72,9 @@ fn service(i: u8, app: usize, node_port: bool, two_ports: bool, named: bool) -> 
         maglev: i.is_multiple_of(2).then_some(true),
         external_ips: Vec::new(),
         load_balancer_ips: Vec::new(),
-        load_balancer_source_ranges: false,
+        load_balancer_source_ranges: Vec::new(),
+        external_traffic_local: false,
+        health_check_node_port: None,
         prefer_close: false,
     }))
 }

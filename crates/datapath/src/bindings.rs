@@ -28,3 +28,6 @@ unsafe impl aya::Pod for affinity_key {}
 unsafe impl aya::Pod for affinity_entry {}
 unsafe impl aya::Pod for maglev_key {}
 unsafe impl aya::Pod for maglev_chunk {}
+unsafe impl aya::Pod for node_addr_info {}
+unsafe impl aya::Pod for src_range_key {}
+unsafe impl aya::Pod for sluice_netcfg {}

@@ -45,6 +45,7 @@ pub const DROP_REASONS: &[(u32, &str)] = &[
     ),
     (reason::SLUICE_REASON_POLICY_DENIED, "policy_denied"),
     (reason::SLUICE_REASON_NO_LOCAL_BACKEND, "no_local_backend"),
+    (reason::SLUICE_REASON_SOURCE_RANGE, "source_range"),
 ];
 
 /// Number of reason codes the counters have room for.

@@ -17,5 +17,7 @@ pub mod policy_maps;
 
 pub use events::{EventReader, FlowEvent, ObsMaps};
 pub use loader::{AttachMode, Datapath, DatapathConfig, DatapathError, SockHook, SocketLbState};
-pub use maps::{LbMaps, MaglevMap, MapsError, SockOptOutMap, SockRevNatMap};
+pub use maps::{
+    LbMaps, MaglevMap, MapsError, NodeAddrMap, SockOptOutMap, SockRevNatMap, SrcRange, SrcRangeMap,
+};
 pub use policy_maps::{EndpointValue, IpcacheKey, PolicyMaps, PolicyMatch, PolicyValue};

@@ -16,6 +16,7 @@ use aya::programs::{
     TestRun,
 };
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -120,6 +121,81 @@ pub struct DatapathConfig {
     /// Load the socket-level LB programs (`bpf/sock.c`). Off: they are not
     /// loaded, and [`Datapath::detach_sockets`] removes earlier attachments.
     pub socket_lb: bool,
+    /// Masquerade address, local-traffic detector, the node's netns.
+    pub net: NetConfig,
+}
+
+/// Load-time network facts (`struct sluice_netcfg`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The node's primary IP: the masquerade (SNAT) source. `None`: no
+    /// masquerading at all.
+    pub node_ip: Option<Ipv4Addr>,
+    /// "Is the source a pod?" (kube-proxy's local-traffic detector): at
+    /// most [`MAX_CLUSTER_CIDRS`], as (network address, prefix length).
+    /// Empty: no detector, no source counts as a pod.
+    pub cluster_cidrs: Vec<(Ipv4Addr, u8)>,
+    /// Network namespace cookie of the node's own sockets (the agent's
+    /// netns); 0: no socket counts as the node's.
+    pub host_netns_cookie: u64,
+}
+
+/// How many cluster CIDRs the datapath checks.
+pub const MAX_CLUSTER_CIDRS: usize = crate::bindings::SLUICE_MAX_CLUSTER_CIDRS as usize;
+
+impl NetConfig {
+    fn to_raw(&self) -> crate::bindings::sluice_netcfg {
+        let mut raw = crate::bindings::sluice_netcfg {
+            host_netns_cookie: self.host_netns_cookie,
+            node_ip: self.node_ip.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+            ..Default::default()
+        };
+        for (i, (addr, len)) in self
+            .cluster_cidrs
+            .iter()
+            .take(MAX_CLUSTER_CIDRS)
+            .enumerate()
+        {
+            let mask = if *len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from((*len).min(32)))
+            };
+            raw.cluster_cidr_addr[i] = (u32::from(*addr) & mask).to_be();
+            raw.cluster_cidr_mask[i] = mask.to_be();
+            raw.cluster_cidr_count = i as u32 + 1;
+        }
+        raw
+    }
+}
+
+/// The network namespace cookie of the calling thread's netns
+/// (SO_NETNS_COOKIE on a throwaway socket), as the socket hooks see it.
+pub fn own_netns_cookie() -> std::io::Result<u64> {
+    // SAFETY: plain socket syscalls on a descriptor we own and close.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SO_NETNS_COOKIE (Linux 5.14+).
+        const SO_NETNS_COOKIE: libc::c_int = 71;
+        let r = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(err);
+        }
+        Ok(cookie)
+    }
 }
 
 impl DatapathConfig {
@@ -131,6 +207,7 @@ impl DatapathConfig {
             map_sizes: MapSizes::default(),
             maglev_table_size: 16381,
             socket_lb: true,
+            net: NetConfig::default(),
         }
     }
 
@@ -264,6 +341,7 @@ fn load_object(
     let tcp = t.tcp.as_nanos() as u64;
     let tcp_close = t.tcp_close.as_nanos() as u64;
     let udp = t.udp.as_nanos() as u64;
+    let net = cfg.net.to_raw();
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .map_max_entries("sl_services", cfg.map_sizes.services)
@@ -278,6 +356,7 @@ fn load_object(
         .override_global("ct_timeout_tcp_ns", &tcp, true)
         .override_global("ct_timeout_tcp_close_ns", &tcp_close, true)
         .override_global("ct_timeout_udp_ns", &udp, true)
+        .override_global("netcfg", &net, true)
         .load(bytes)
         .map_err(|source| DatapathError::Load {
             object,
@@ -305,6 +384,7 @@ fn load_sock_object(
     cfg: &DatapathConfig,
     pin_dir: &Path,
 ) -> (Option<Ebpf>, Vec<(SockHook, String)>) {
+    let net = cfg.net.to_raw();
     let loaded = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .map_max_entries("sl_services", cfg.map_sizes.services)
@@ -313,6 +393,7 @@ fn load_sock_object(
         .map_max_entries("sl_ct", cfg.map_sizes.ct)
         .map_max_entries("sl_maglev", cfg.map_sizes.maglev)
         .override_global("maglev_table_size", &cfg.maglev_table_size, true)
+        .override_global("netcfg", &net, true)
         .load(SOCK_OBJ);
     let mut ebpf = match loaded {
         Ok(e) => e,
@@ -339,6 +420,30 @@ fn load_sock_object(
     (Some(ebpf), failed)
 }
 
+/// A conntrack map pinned by an agent with another `ct_entry` layout would
+/// make loading fail: it is unpinned (the programs create a new one), which
+/// resets conntrack. Established flows through Services lose their
+/// translation once; new ones work at once.
+fn replace_incompatible_ct(pin_dir: &Path) {
+    let path = pin_dir.join("sl_ct");
+    let Ok(info) = crate::mapinfo::describe(&path) else {
+        return;
+    };
+    let key = std::mem::size_of::<crate::bindings::ct_key>() as u32;
+    let value = std::mem::size_of::<crate::bindings::ct_entry>() as u32;
+    if info.key_size == key && info.value_size == value {
+        return;
+    }
+    tracing::warn!(
+        old_value_size = info.value_size,
+        new_value_size = value,
+        "pinned conntrack map has an older layout: conntrack was reset"
+    );
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::error!(pin = %path.display(), error = %e, "cannot unpin the old conntrack map");
+    }
+}
+
 /// The pin name prefix of socket hook links.
 const SOCK_PIN_PREFIX: &str = "sock:";
 
@@ -355,6 +460,7 @@ impl Datapath {
             path: pin_dir.clone(),
             source,
         })?;
+        replace_incompatible_ct(&pin_dir);
         let (sock, sock_load_failures) = if cfg.socket_lb {
             load_sock_object(cfg, &pin_dir)
         } else {

@@ -38,6 +38,9 @@ pub struct FrontendKey {
     pub ip: Ipv4Addr,
     pub port: u16,
     pub proto: u8,
+    /// `LB_SCOPE_*` (0 = every client; 1 = external clients of an eTP
+    /// Local frontend).
+    pub scope: u8,
 }
 
 /// A backend address as the datapath stores it.
@@ -80,8 +83,11 @@ pub struct CtRow {
     pub flags: u8,
     pub last_seen_ns: u64,
     pub created_ns: u64,
-    /// NodePort flows: the device replies leave through.
+    /// `CT_FLAG_REDIRECT` flows: the device replies leave through.
     pub ifindex: u32,
+    /// Forward: the source the backend sees (SNAT address when
+    /// masqueraded, else the client). Reply: the client.
+    pub peer: (Ipv4Addr, u16),
 }
 
 fn be_ip(ip: Ipv4Addr) -> u32 {
@@ -97,6 +103,7 @@ fn service_key(f: FrontendKey, slot: u16) -> lb_service_key {
         address: be_ip(f.ip),
         port: f.port.to_be(),
         proto: f.proto,
+        scope: f.scope,
         slot,
         ..Default::default()
     }
@@ -107,6 +114,7 @@ fn frontend_of(k: &lb_service_key) -> FrontendKey {
         ip: ip_of(k.address),
         port: u16::from_be(k.port),
         proto: k.proto,
+        scope: k.scope,
     }
 }
 
@@ -133,6 +141,7 @@ fn ct_row(k: &ct_key, v: &ct_entry) -> CtRow {
         last_seen_ns: v.last_seen_ns,
         created_ns: v.created_ns,
         ifindex: v.ifindex,
+        peer: (ip_of(v.peer_address), u16::from_be(v.peer_port)),
     }
 }
 
@@ -218,7 +227,7 @@ impl LbMaps {
             address: be_ip(f.ip),
             port: f.port.to_be(),
             proto: f.proto,
-            pad0: 0,
+            scope: f.scope,
         };
         self.revnat
             .insert(id, v, 0)
@@ -351,6 +360,7 @@ impl LbMaps {
                     ip: ip_of(v.address),
                     port: u16::from_be(v.port),
                     proto: v.proto,
+                    scope: v.scope,
                 },
             ));
         }
@@ -554,5 +564,126 @@ impl MaglevMap {
                 map: "sl_maglev",
                 source: Box::new(source),
             })
+    }
+}
+
+/// `sl_node_addrs`: the node's IPv4 addresses (host sources), flagged when
+/// they serve NodePorts (`NODE_ADDR_F_NODEPORT`). Written by the agent.
+pub struct NodeAddrMap {
+    map: HashMap<MapData, u32, crate::bindings::node_addr_info>,
+}
+
+/// `NODE_ADDR_F_NODEPORT`: the address serves NodePorts.
+pub const NODE_ADDR_NODEPORT: u32 = crate::bindings::NODE_ADDR_F_NODEPORT;
+
+impl NodeAddrMap {
+    pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            map: typed!(pin_dir, crate::bindings::SLUICE_MAP_NODE_ADDRS),
+        })
+    }
+
+    /// Makes the map hold exactly `addrs` (address → `NODE_ADDR_*` flags).
+    pub fn sync(&mut self, addrs: &[(Ipv4Addr, u32)]) -> Result<(), MapsError> {
+        for (ip, flags) in addrs {
+            let v = crate::bindings::node_addr_info { flags: *flags };
+            self.map
+                .insert(be_ip(*ip), v, 0)
+                .map_err(|source| MapsError::Write {
+                    map: "sl_node_addrs",
+                    op: "insert",
+                    source: Box::new(source),
+                })?;
+        }
+        let stale: Vec<u32> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !addrs.iter().any(|(ip, _)| be_ip(*ip) == *k))
+            .collect();
+        for k in stale {
+            ignore_missing(self.map.remove(&k)).map_err(|source| MapsError::Write {
+                map: "sl_node_addrs",
+                op: "delete",
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every (address, flags) the map holds.
+    pub fn entries(&self) -> Vec<(Ipv4Addr, u32)> {
+        self.map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (ip_of(k), v.flags))
+            .collect()
+    }
+}
+
+/// `sl_src_ranges` (LPM trie): loadBalancerSourceRanges, keyed by the LB
+/// frontend's rev-NAT id and a source prefix. Written by the agent.
+pub struct SrcRangeMap {
+    map: aya::maps::lpm_trie::LpmTrie<MapData, [u8; 8], u8>,
+}
+
+/// One allowed source prefix of one frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcRange {
+    pub rev_nat_id: u32,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl SrcRange {
+    fn key(&self) -> aya::maps::lpm_trie::Key<[u8; 8]> {
+        let mut data = [0u8; 8];
+        data[..4].copy_from_slice(&self.rev_nat_id.to_ne_bytes());
+        data[4..].copy_from_slice(&self.addr.octets());
+        aya::maps::lpm_trie::Key::new(32 + u32::from(self.prefix_len.min(32)), data)
+    }
+}
+
+impl SrcRangeMap {
+    pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            map: typed!(pin_dir, crate::bindings::SLUICE_MAP_SRC_RANGES),
+        })
+    }
+
+    pub fn insert(&mut self, r: SrcRange) -> Result<(), MapsError> {
+        self.map
+            .insert(&r.key(), 1, 0)
+            .map_err(|source| MapsError::Write {
+                map: "sl_src_ranges",
+                op: "insert",
+                source: Box::new(source),
+            })
+    }
+
+    pub fn remove(&mut self, r: SrcRange) -> Result<(), MapsError> {
+        ignore_missing(self.map.remove(&r.key())).map_err(|source| MapsError::Write {
+            map: "sl_src_ranges",
+            op: "delete",
+            source: Box::new(source),
+        })
+    }
+
+    /// Every entry the map holds (read back after a restart).
+    pub fn entries(&self) -> Vec<SrcRange> {
+        self.map
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| {
+                let d = k.data();
+                let mut id = [0u8; 4];
+                id.copy_from_slice(&d[..4]);
+                SrcRange {
+                    rev_nat_id: u32::from_ne_bytes(id),
+                    addr: Ipv4Addr::new(d[4], d[5], d[6], d[7]),
+                    prefix_len: k.prefix_len().saturating_sub(32).min(32) as u8,
+                }
+            })
+            .collect()
     }
 }

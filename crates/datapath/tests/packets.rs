@@ -9,11 +9,11 @@ use sluice_datapath::events::{
     reason_code, EventKind, FlowEvent, SLUICE_EVENT_F_NEW_FLOW, SLUICE_EVENT_F_POLICY_INGRESS,
     SLUICE_EVENT_F_REPLIED, SLUICE_EVENT_F_REPLY,
 };
-use sluice_datapath::loader::{pin_dir, Program};
-use sluice_datapath::maps::{BackendEntry, FrontendKey};
+use sluice_datapath::loader::{pin_dir, NetConfig, Program};
+use sluice_datapath::maps::{BackendEntry, FrontendKey, NODE_ADDR_NODEPORT};
 use sluice_datapath::{
-    Datapath, DatapathConfig, EndpointValue, EventReader, IpcacheKey, LbMaps, ObsMaps, PolicyMaps,
-    PolicyMatch, PolicyValue,
+    Datapath, DatapathConfig, EndpointValue, EventReader, IpcacheKey, LbMaps, NodeAddrMap, ObsMaps,
+    PolicyMaps, PolicyMatch, PolicyValue, SrcRange, SrcRangeMap,
 };
 use std::net::Ipv4Addr;
 use std::net::SocketAddrV4;
@@ -32,6 +32,13 @@ const BACKEND_A: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 5);
 const BACKEND_B: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 6);
 const NODE: Ipv4Addr = Ipv4Addr::new(172, 31, 9, 1);
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(172, 31, 9, 2);
+const NODE_2: Ipv4Addr = Ipv4Addr::new(172, 31, 10, 1);
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 7);
+const LB_FLAG_NODEPORT: u8 = 1;
+const LB_FLAG_DROP_NO_BACKEND_: u8 = 4;
+const LB_FLAG_EXTERNAL: u8 = 16;
+const LB_FLAG_ETP_LOCAL: u8 = 32;
+const LB_FLAG_SOURCE_RANGES: u8 = 64;
 const POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
@@ -65,9 +72,20 @@ impl Harness {
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let cfg = DatapathConfig::new("/sys/fs/bpf", node.clone());
+        let mut cfg = DatapathConfig::new("/sys/fs/bpf", node.clone());
+        // Pods are 10.244.0.0/16; NODE is the masquerade address and
+        // serves NodePorts, NODE_2 is a node address that does not.
+        cfg.net = NetConfig {
+            node_ip: Some(NODE),
+            cluster_cidrs: vec![(Ipv4Addr::new(10, 244, 0, 0), 16)],
+            host_netns_cookie: 0,
+        };
         let pins = PinGuard(pin_dir(&cfg.bpffs_root, &node));
         let dp = Datapath::load(&cfg).unwrap();
+        NodeAddrMap::open(dp.pin_dir())
+            .unwrap()
+            .sync(&[(NODE, NODE_ADDR_NODEPORT), (NODE_2, 0)])
+            .unwrap();
         let maps = LbMaps::open(dp.pin_dir()).unwrap();
         let obs = ObsMaps::open(dp.pin_dir()).unwrap();
         let events = EventReader::open(dp.pin_dir()).unwrap();
@@ -102,7 +120,31 @@ impl Harness {
         }
         self.maps.upsert_revnat(rev_nat, f).unwrap();
         self.maps
-            .upsert_master(f, backends.len() as u16, rev_nat, u8::from(nodeport), 0)
+            .upsert_master(
+                f,
+                backends.len() as u16,
+                rev_nat,
+                if nodeport {
+                    LB_FLAG_NODEPORT | LB_FLAG_EXTERNAL
+                } else {
+                    0
+                },
+                0,
+            )
+            .unwrap();
+    }
+
+    /// A frontend with explicit master flags (scope in `f`).
+    fn service_flags(
+        &mut self,
+        f: FrontendKey,
+        rev_nat: u32,
+        flags: u8,
+        backends: &[(u32, Ipv4Addr, u16)],
+    ) {
+        self.service(f, rev_nat, false, backends);
+        self.maps
+            .upsert_master(f, backends.len() as u16, rev_nat, flags, 0)
             .unwrap();
     }
 
@@ -125,7 +167,12 @@ fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
 }
 
 fn fe(ip: Ipv4Addr, port: u16, proto: u8) -> FrontendKey {
-    FrontendKey { ip, port, proto }
+    FrontendKey {
+        ip,
+        port,
+        proto,
+        scope: 0,
+    }
 }
 
 fn tcp_syn(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), with_options: bool) -> Vec<u8> {
@@ -416,8 +463,12 @@ fn new_flows_spread_over_all_backends() {
     assert!(seen.values().all(|&n| n >= 60), "roughly even: {seen:?}");
 }
 
+/// eTP Cluster NodePort from outside: DNAT and masquerade (the client's
+/// port kept while free); the reply gets the NodePort back as its source
+/// and the client back as its destination, and is redirected out of the
+/// device the request came in on.
 #[test]
-fn nodeport_from_outside_and_its_reply() {
+fn nodeport_from_outside_is_masqueraded_and_the_reply_restores_the_client() {
     let mut h = Harness::new();
     h.service(
         fe(Ipv4Addr::UNSPECIFIED, 30080, TCP),
@@ -429,18 +480,277 @@ fn nodeport_from_outside_and_its_reply() {
         Program::NodePort,
         &tcp_syn((OUTSIDE, 50000), (NODE, 30080), true),
     );
-    assert_eq!(verdict, TC_ACT_OK);
-    assert_eq!(tuple_checked(&out), ((OUTSIDE, 50000), (BACKEND_A, 8080)));
-    // The reply leaves the backend pod; the node address and NodePort come back.
+    assert_masquerade_verdict(verdict);
+    assert_eq!(tuple_checked(&out), ((NODE, 50000), (BACKEND_A, 8080)));
+    // Later packets follow conntrack, masquerade included.
+    let (_, out) = h.run(
+        Program::NodePort,
+        &tcp_ack((OUTSIDE, 50000), (NODE, 30080), b"GET /"),
+    );
+    assert_eq!(tuple_checked(&out), ((NODE, 50000), (BACKEND_A, 8080)));
+    // Another client with the same source port gets another SNAT port.
+    let other = Ipv4Addr::new(172, 31, 9, 3);
+    let (_, out) = h.run(
+        Program::NodePort,
+        &tcp_syn((other, 50000), (NODE, 30080), false),
+    );
+    let ((snat, snat_port), dst) = tuple_checked(&out);
+    assert_eq!((snat, dst), (NODE, (BACKEND_A, 8080)));
+    assert!((32768..=60999).contains(&snat_port), "{snat_port}");
+    // The replies leave the backend pod; NodePort and clients come back.
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_ack((BACKEND_A, 8080), (NODE, 50000), b"ok"),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(tuple_checked(&out), ((NODE, 30080), (OUTSIDE, 50000)));
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_ack((BACKEND_A, 8080), (NODE, snat_port), b"ok"),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(tuple_checked(&out), ((NODE, 30080), (other, 50000)));
+    let ct = h.maps.ct_rows().unwrap();
+    assert!(ct
+        .iter()
+        .any(|r| !r.reply && r.src == (OUTSIDE, 50000) && r.peer == (NODE, 50000)));
+    assert!(ct
+        .iter()
+        .any(|r| r.reply && r.dst == (NODE, snat_port) && r.peer == (other, 50000)));
+}
+
+/// A masqueraded packet is redirected to the device of the route to its
+/// backend (its source is a node address the stack's input routing would
+/// drop); under BPF_PROG_TEST_RUN that route depends on the host running
+/// the test, and without one the packet is passed on.
+fn assert_masquerade_verdict(verdict: u32) {
+    assert!(
+        verdict == TC_ACT_OK || verdict == TC_ACT_REDIRECT,
+        "{verdict}"
+    );
+}
+
+/// A pod reaching a NodePort on a node address is served by tc and
+/// masqueraded (kube-proxy: pod to NodePort, masq true); its reply goes
+/// back to the pod's veth (its source is a node address again).
+#[test]
+fn pod_to_nodeport_is_masqueraded_and_redirected_back() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30080, TCP),
+        7,
+        true,
+        &[(1, BACKEND_A, 8080)],
+    );
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 50001), (NODE, 30080), false),
+    );
+    assert_masquerade_verdict(verdict);
+    assert_eq!(tuple_checked(&out), ((NODE, 50001), (BACKEND_A, 8080)));
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_ack((BACKEND_A, 8080), (NODE, 50001), b"ok"),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(tuple_checked(&out), ((NODE, 30080), (CLIENT, 50001)));
+}
+
+/// NodePorts are served only on node addresses flagged for them
+/// (--nodeport-addresses), never on loopback or foreign addresses.
+#[test]
+fn nodeport_on_an_address_that_does_not_serve_nodeports_is_untouched() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30080, TCP),
+        7,
+        true,
+        &[(1, BACKEND_A, 8080)],
+    );
+    for dst in [NODE_2, Ipv4Addr::LOCALHOST, Ipv4Addr::new(192, 0, 2, 1)] {
+        for p in [Program::NodePort, Program::FromPod] {
+            let pkt = tcp_syn((OUTSIDE, 50002), (dst, 30080), false);
+            let (verdict, out) = h.run(p, &pkt);
+            assert_eq!((verdict, out), (TC_ACT_OK, pkt), "{dst} {p:?}");
+        }
+    }
+}
+
+/// A pod to a ClusterIP keeps its address; a pod reaching itself through
+/// its Service (hairpin) is masqueraded so the reply comes back through
+/// the translation; a ClusterIP from outside the cluster is masqueraded.
+#[test]
+fn cluster_ip_masquerades_only_hairpin_and_non_pod_sources() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 1, false, &[(1, CLIENT, 8080)]);
     let (_, out) = h.run(
         Program::FromPod,
-        &tcp_ack((BACKEND_A, 8080), (OUTSIDE, 50000), b"ok"),
+        &tcp_syn((CLIENT, 40001), (VIP, 80), false),
     );
-    assert_eq!(tuple_checked(&out), ((NODE, 30080), (OUTSIDE, 50000)));
-    // NodePort frontends only match on node devices, not from pods.
-    let pkt = tcp_syn((CLIENT, 50001), (NODE, 30080), false);
-    let (verdict, out) = h.run(Program::FromPod, &pkt);
-    assert_eq!((verdict, out), (TC_ACT_OK, pkt));
+    assert_eq!(tuple_checked(&out), ((NODE, 40001), (CLIENT, 8080)));
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_ack((CLIENT, 8080), (NODE, 40001), b"ok"),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((VIP, 80), (CLIENT, 40001)));
+
+    h.service(fe(VIP, 81, TCP), 2, false, &[(2, BACKEND_A, 8080)]);
+    let (_, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 40002), (VIP, 81), false),
+    );
+    assert_eq!(tuple_checked(&out), ((CLIENT, 40002), (BACKEND_A, 8080)));
+    let (_, out) = h.run(
+        Program::NodePort,
+        &tcp_syn((OUTSIDE, 40003), (VIP, 81), false),
+    );
+    assert_eq!(tuple_checked(&out), ((NODE, 40003), (BACKEND_A, 8080)));
+}
+
+/// The reply of a backend on another node comes back on the node device
+/// (addressed to the masquerade address, or to a local client pod) and is
+/// translated there.
+#[test]
+fn replies_from_remote_backends_are_translated_on_the_node_device() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30080, TCP),
+        7,
+        true,
+        &[(1, REMOTE_POD, 8080)],
+    );
+    let (_, out) = h.run(
+        Program::NodePort,
+        &tcp_syn((OUTSIDE, 50003), (NODE, 30080), false),
+    );
+    assert_eq!(tuple_checked(&out), ((NODE, 50003), (REMOTE_POD, 8080)));
+    let (verdict, out) = h.run(
+        Program::NodePort,
+        &tcp_ack((REMOTE_POD, 8080), (NODE, 50003), b"ok"),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(tuple_checked(&out), ((NODE, 30080), (OUTSIDE, 50003)));
+
+    h.service(fe(VIP, 80, TCP), 2, false, &[(2, REMOTE_POD, 8080)]);
+    let (_, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 50004), (VIP, 80), false),
+    );
+    assert_eq!(tuple_checked(&out), ((CLIENT, 50004), (REMOTE_POD, 8080)));
+    let (verdict, out) = h.run(
+        Program::NodePort,
+        &tcp_ack((REMOTE_POD, 8080), (CLIENT, 50004), b"ok"),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((VIP, 80), (CLIENT, 50004)));
+}
+
+fn scoped(ip: Ipv4Addr, port: u16, proto: u8, scope: u8) -> FrontendKey {
+    FrontendKey {
+        ip,
+        port,
+        proto,
+        scope,
+    }
+}
+
+/// externalTrafficPolicy Local: an external client gets only the local
+/// set (client address kept); none local while the cluster has some:
+/// dropped, with its reason; pods short-circuit to the cluster set,
+/// unmasqueraded.
+#[test]
+fn etp_local_external_clients_get_local_endpoints_or_a_drop() {
+    let mut h = Harness::new();
+    let np = Ipv4Addr::UNSPECIFIED;
+    h.service_flags(
+        scoped(np, 30090, TCP, 0),
+        7,
+        LB_FLAG_NODEPORT | LB_FLAG_EXTERNAL | LB_FLAG_ETP_LOCAL,
+        &[(1, REMOTE_POD, 8080)],
+    );
+    h.service_flags(
+        scoped(np, 30090, TCP, 1),
+        8,
+        LB_FLAG_NODEPORT | LB_FLAG_EXTERNAL | LB_FLAG_DROP_NO_BACKEND_,
+        &[],
+    );
+    let (verdict, _) = h.run(
+        Program::NodePort,
+        &tcp_syn((OUTSIDE, 50005), (NODE, 30090), false),
+    );
+    assert_eq!(verdict, TC_ACT_SHOT);
+    let ev = h.drain_events();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(Some(ev[0].reason), reason_code("no_local_backend"));
+    assert!(!ev[0].has_flag(SLUICE_EVENT_F_REPLIED));
+
+    // A pod: the cluster set, its own address kept.
+    let (_, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 50006), (NODE, 30090), false),
+    );
+    assert_eq!(tuple_checked(&out), ((CLIENT, 50006), (REMOTE_POD, 8080)));
+
+    // With a local endpoint: external clients reach it, unmasqueraded.
+    h.service_flags(
+        scoped(np, 30090, TCP, 1),
+        8,
+        LB_FLAG_NODEPORT | LB_FLAG_EXTERNAL | LB_FLAG_DROP_NO_BACKEND_,
+        &[(2, BACKEND_A, 8080)],
+    );
+    let (_, out) = h.run(
+        Program::NodePort,
+        &tcp_syn((OUTSIDE, 50007), (NODE, 30090), false),
+    );
+    assert_eq!(tuple_checked(&out), ((OUTSIDE, 50007), (BACKEND_A, 8080)));
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_ack((BACKEND_A, 8080), (OUTSIDE, 50007), b"ok"),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(tuple_checked(&out), ((NODE, 30090), (OUTSIDE, 50007)));
+}
+
+/// loadBalancerSourceRanges: sources outside the ranges are dropped with
+/// their own reason; sources inside are served (and masqueraded, eTP
+/// Cluster).
+#[test]
+fn source_ranges_drop_other_sources_of_lb_ips() {
+    let mut h = Harness::new();
+    let lb = Ipv4Addr::new(198, 51, 100, 9);
+    h.service_flags(
+        fe(lb, 80, TCP),
+        9,
+        LB_FLAG_EXTERNAL | LB_FLAG_SOURCE_RANGES,
+        &[(1, BACKEND_A, 8080)],
+    );
+    SrcRangeMap::open(h.dp.pin_dir())
+        .unwrap()
+        .insert(SrcRange {
+            rev_nat_id: 9,
+            addr: Ipv4Addr::new(203, 0, 113, 0),
+            prefix_len: 25,
+        })
+        .unwrap();
+    let allowed = Ipv4Addr::new(203, 0, 113, 2);
+    let (verdict, out) = h.run(
+        Program::NodePort,
+        &tcp_syn((allowed, 50008), (lb, 80), false),
+    );
+    assert_masquerade_verdict(verdict);
+    assert_eq!(tuple_checked(&out), ((NODE, 50008), (BACKEND_A, 8080)));
+    h.drain_events();
+    for (p, src) in [
+        (Program::NodePort, Ipv4Addr::new(203, 0, 113, 130)),
+        (Program::FromPod, CLIENT),
+    ] {
+        let (verdict, _) = h.run(p, &tcp_syn((src, 50009), (lb, 80), false));
+        assert_eq!(verdict, TC_ACT_SHOT, "{src}");
+        let ev = h.drain_events();
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(Some(ev[0].reason), reason_code("source_range"));
+    }
 }
 
 #[test]
@@ -583,6 +893,11 @@ fn a_nodeport_flow_is_traced_at_the_node_device() {
     assert_eq!(
         (ev[0].orig_dst, ev[0].xlat_dst),
         (sa(NODE, 30080), sa(BACKEND_A, 8080))
+    );
+    assert_eq!(
+        (ev[0].orig_src, ev[0].xlat_src),
+        (sa(OUTSIDE, 50000), sa(NODE, 50000)),
+        "masqueraded"
     );
 }
 

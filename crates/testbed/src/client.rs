@@ -113,7 +113,16 @@ pub fn udp_request(
 
 /// `GET /` over HTTP/1.1; returns the body of a 200.
 pub fn http_get(addr: SocketAddr, timeout: Duration) -> Result<String, RequestError> {
-    let req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_get_path(addr, "/", timeout)
+}
+
+/// `GET path` (the workload answers `/clientip` with the peer it sees).
+pub fn http_get_path(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, RequestError> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let raw = exchange_tcp(addr, req.as_bytes(), timeout, true)?;
     parse_http_response(addr, &raw)
 }

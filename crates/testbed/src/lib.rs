@@ -22,7 +22,7 @@ pub mod state;
 mod workload;
 
 pub use bins::find_binary;
-pub use client::{http_get, tcp_request, udp_request, RequestError};
+pub use client::{http_get, http_get_path, tcp_request, udp_request, RequestError};
 pub use error::{Result, TestbedError};
 pub use names::{is_run_id, PREFIX};
 pub use netns::{netns_path, run_in_netns, sysctl_in};

@@ -1,6 +1,8 @@
 //! The built-in pod workload: TCP echo, UDP echo, a tiny HTTP server
-//! whose body names the pod, so tests can see which backend answered, and
-//! an SCTP INIT responder (see `sctp`).
+//! whose body names the pod, so tests can see which backend answered (and,
+//! at `GET /clientip`, the peer address it sees, as agnhost's netexec
+//! does, so tests can see whether a flow was masqueraded), and an SCTP
+//! INIT responder (see `sctp`).
 
 use crate::error::{io, Result, TestbedError};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -89,12 +91,15 @@ async fn udp_echo(s: UdpSocket) {
     }
 }
 
+/// The request line prefix that asks for the peer address instead of the name.
+const CLIENT_IP_REQUEST: &[u8] = b"GET /clientip ";
+
 async fn http_server(l: TcpListener, name: String) {
     loop {
-        let Ok((mut s, _)) = l.accept().await else {
+        let Ok((mut s, peer)) = l.accept().await else {
             continue;
         };
-        let body = name.clone();
+        let name = name.clone();
         tokio::spawn(async move {
             // Read the request head only; the workload ignores its content.
             let mut head = Vec::new();
@@ -105,6 +110,11 @@ async fn http_server(l: TcpListener, name: String) {
                     Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
             }
+            let body = if head.starts_with(CLIENT_IP_REQUEST) {
+                peer.to_string()
+            } else {
+                name
+            };
             let resp = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
