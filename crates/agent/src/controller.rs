@@ -984,6 +984,7 @@ impl Controller {
             last_sync_writes: self.last_sync_writes,
             map_write_errors: self.reconciler.write_errors(),
             rejected,
+            service_warnings: self.engine.warnings().cloned().collect(),
             kernel: self.tel.kernel.clone(),
             events: self.tel.event_status(),
             socket_lb: self.socket_lb_status(),

@@ -132,6 +132,10 @@ pub struct Status {
     /// Map writes that failed (e.g. map full) since start.
     pub map_write_errors: u64,
     pub rejected: Vec<RejectedObject>,
+    /// Services programmed only in part, and why (a frontend another
+    /// Service owns, a targetPort name no selected pod declares, ...).
+    #[serde(default)]
+    pub service_warnings: Vec<String>,
     /// Kernel features found at start.
     #[serde(default)]
     pub kernel: KernelFeatures,

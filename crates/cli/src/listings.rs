@@ -103,6 +103,12 @@ pub async fn status(client: &Client, out: Output) -> Result<()> {
             println!("  {}: {}: {}", r.file, r.object, r.error);
         }
     }
+    if !s.service_warnings.is_empty() {
+        println!("Partly programmed ({}):", s.service_warnings.len());
+        for w in &s.service_warnings {
+            println!("  {w}");
+        }
+    }
     Ok(())
 }
 

@@ -196,6 +196,15 @@ pub enum CompileError {
         frontend: Frontend,
         owner: String,
     },
+    /// Not fatal: the port is programmed and refuses connections until a
+    /// pod with that container port appears.
+    #[error("Service {service}: spec.ports[{index}].targetPort {target:?} names no container port of the {pods} selected pod(s); the port has no endpoints")]
+    NamedPortUnresolved {
+        service: String,
+        index: usize,
+        target: String,
+        pods: usize,
+    },
     #[error("Service {service}: port {port_name:?} has {count} backends; only the first {max} are used", max = u16::MAX)]
     TooManyBackends {
         service: String,
@@ -247,6 +256,9 @@ pub struct Engine {
     owned: HashMap<Key, Vec<Frontend>>,
     /// Health-check node ports (eTP Local LoadBalancers), by Service.
     health: BTreeMap<Key, HealthCheckSpec>,
+    /// What the last compile of each Service could not do (conflicts,
+    /// unresolved named ports): kept until that Service compiles cleanly.
+    warnings: BTreeMap<Key, Vec<String>>,
 }
 
 impl Engine {
@@ -265,6 +277,7 @@ impl Engine {
             desired: DesiredState::default(),
             owned: HashMap::new(),
             health: BTreeMap::new(),
+            warnings: BTreeMap::new(),
         }
     }
 
@@ -304,6 +317,12 @@ impl Engine {
             .collect()
     }
 
+    /// The current compile problems of every Service that has one, in
+    /// Service order (for `sluice status`).
+    pub fn warnings(&self) -> impl Iterator<Item = &String> {
+        self.warnings.values().flatten()
+    }
+
     /// Health-check node ports to serve, with their local ready endpoint
     /// counts (kept up to date by `apply`, one Service at a time).
     pub fn health_checks(&self) -> impl Iterator<Item = &HealthCheckSpec> {
@@ -324,10 +343,45 @@ impl Engine {
         let mut batch = Batch::default();
         let mut errors = Vec::new();
         for key in &affected {
+            let before = errors.len();
             self.recompile(key, &mut batch, &mut errors);
+            if errors.len() == before {
+                self.warnings.remove(key);
+            } else {
+                let msgs = errors[before..].iter().map(|e| e.to_string()).collect();
+                self.warnings.insert(key.clone(), msgs);
+            }
         }
         let ops = self.finish(batch);
         Plan { ops, errors }
+    }
+
+    /// A named targetPort that none of the selected pods declares is most
+    /// likely a typo: say so (the EndpointSlice controller would silently
+    /// publish no endpoint for it).
+    fn check_named_ports(&self, key: &Key, svc: &Service, errors: &mut Vec<CompileError>) {
+        let pods: Vec<_> = self.objects.selected_pods(svc).collect();
+        if pods.is_empty() {
+            return;
+        }
+        for (index, port) in svc.ports.iter().enumerate() {
+            let crate::model::TargetPort::Name(target) = &port.target_port else {
+                continue;
+            };
+            let declared = pods.iter().any(|p| {
+                p.ports.iter().any(|c| {
+                    c.name.as_deref() == Some(target.as_str()) && c.protocol == port.protocol
+                })
+            });
+            if !declared {
+                errors.push(CompileError::NamedPortUnresolved {
+                    service: service_name(key),
+                    index,
+                    target: target.clone(),
+                    pods: pods.len(),
+                });
+            }
+        }
     }
 
     fn compile_specs(&self, key: &Key, svc: &Service, errors: &mut Vec<CompileError>) -> Vec<Spec> {
@@ -336,6 +390,9 @@ impl Engine {
         };
         let mut specs = Vec::new();
         let mut seen: std::collections::BTreeSet<Frontend> = std::collections::BTreeSet::new();
+        if !self.objects.has_slices(key) {
+            self.check_named_ports(key, svc, errors);
+        }
         for port in &svc.ports {
             let mut limited = |mut backends: Vec<BackendAddr>| {
                 let max = usize::from(u16::MAX);

@@ -935,3 +935,31 @@ fn health_checks_count_local_ready_endpoints_only() {
     )));
     assert!(checks(&engine).is_empty());
 }
+
+/// A named targetPort none of the selected pods declares is reported with
+/// the Service and port; the port stays programmed (refusing until such a
+/// pod appears) and the other Services are untouched.
+#[test]
+fn a_target_port_name_no_pod_has_is_reported() {
+    let mut e = Engine::new(CompileConfig::default());
+    let typo = SVC.replace("targetPort: http", "targetPort: htp");
+    let plan = e.apply(&changes(&format!(
+        "{}{typo}",
+        pod("a", "10.0.0.1", "web", Some(8080))
+    )));
+    let msgs: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        msgs,
+        vec![
+            r#"Service default/web: spec.ports[0].targetPort "htp" names no container port of the 1 selected pod(s); the port has no endpoints"#
+        ]
+    );
+    assert_eq!(e.warnings().cloned().collect::<Vec<_>>(), msgs);
+    assert_eq!(e.service("default", "web").len(), 2);
+    assert!(backends(&e, "web")[0].is_empty());
+    // Fixed: no error, the pod is a backend.
+    let plan = e.apply(&changes(SVC));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    assert!(e.warnings().next().is_none());
+    assert_eq!(backends(&e, "web")[0], ["10.0.0.1:8080/TCP"]);
+}
