@@ -1909,3 +1909,43 @@ async fn etp_local_from_outside_reaches_only_the_local_endpoint_with_the_client_
     .await;
     env.sb.teardown().unwrap();
 }
+
+/// svc-010/011 "node to NodePort": the node's own sockets (the agent's
+/// netns) reach a NodePort on the node IP through the socket hooks (a host
+/// packet to its own address never crosses tc), and see the NodePort as
+/// their peer; NodePorts are not served on 127.0.0.1 (nftables mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_reaches_its_own_nodeport_through_the_socket_hooks() {
+    let mut env = setup(2, SERVICES).await;
+    wait_services(&env.api, "web's NodePort", |l| {
+        backends_of(l, "default/web", 30080) == 2
+    })
+    .await;
+    let np = SocketAddr::from((env.sb.node_ip(), 30080));
+    let node_netns = env.sb.node_netns();
+    let cgroup = env.sb.cgroup_path().to_path_buf();
+    let node_probe = |target: SocketAddr, count: usize| {
+        sluice_testbed::probe_in(
+            &sluice_bin(),
+            &node_netns,
+            Some(&cgroup),
+            ProbeKind::Http,
+            &[target],
+            count,
+            T,
+        )
+        .expect("probe in the node netns")
+    };
+    let mut seen = BTreeMap::new();
+    for o in node_probe(np, 20) {
+        assert_eq!(o.error, None, "{o:#?}");
+        assert_eq!(o.peer, Some(np), "getpeername shows the NodePort");
+        *seen.entry(o.answer.unwrap_or_default()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both backends: {seen:?}");
+    let lo = SocketAddr::from(([127, 0, 0, 1], 30080));
+    for o in node_probe(lo, 1) {
+        assert!(o.refused, "not served on loopback: {o:#?}");
+    }
+    env.sb.teardown().unwrap();
+}
