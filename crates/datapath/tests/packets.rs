@@ -556,6 +556,31 @@ fn pod_to_nodeport_is_masqueraded_and_redirected_back() {
     assert_eq!(tuple_checked(&out), ((NODE, 30080), (CLIENT, 50001)));
 }
 
+/// A host-network backend (a node address) is not masqueraded to: the node
+/// answers itself through its stack, and the reply is translated back on
+/// the client's veth.
+#[test]
+fn a_host_network_backend_is_not_masqueraded_to() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30080, TCP),
+        7,
+        true,
+        &[(1, NODE, 8080)],
+    );
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 50010), (NODE, 30080), false),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((CLIENT, 50010), (NODE, 8080)));
+    let (_, out) = h.run(
+        Program::ToPod,
+        &tcp_ack((NODE, 8080), (CLIENT, 50010), b"ok"),
+    );
+    assert_eq!(tuple_checked(&out), ((NODE, 30080), (CLIENT, 50010)));
+}
+
 /// NodePorts are served only on node addresses flagged for them
 /// (--nodeport-addresses), never on loopback or foreign addresses.
 #[test]
