@@ -208,7 +208,7 @@ struct maglev_chunk {
 
 /* ct_key.dir */
 #define CT_DIR_FORWARD 0 /* client → frontend, as the client sent it */
-#define CT_DIR_REPLY 1	 /* backend → client, as the backend sends it */
+#define CT_DIR_REPLY 1	 /* backend → client (or its SNAT address), as the backend sends it */
 
 struct ct_key {
 	__be32 saddr;

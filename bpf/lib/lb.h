@@ -175,6 +175,11 @@ static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt,
 	 * through the translation, not straight from its own address. */
 	if (backend->address == pkt->saddr && netcfg.node_ip)
 		ct_flags |= CT_FLAG_SNAT;
+	/* A host-network backend (a node address) answers through the host
+	 * stack: a request from the node's own address to itself would be a
+	 * martian, and its reply is translated back on the client's veth. */
+	if ((ct_flags & CT_FLAG_SNAT) && bpf_map_lookup_elem(&sl_node_addrs, &backend->address))
+		ct_flags &= ~CT_FLAG_SNAT;
 	if (at_device || bpf_map_lookup_elem(&sl_node_addrs, &pkt->daddr)) {
 		ct_flags |= CT_FLAG_REDIRECT;
 		ifindex = skb->ifindex;

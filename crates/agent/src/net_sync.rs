@@ -116,8 +116,65 @@ impl SrcRangeSync {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use sluice_core::model::Change;
+    use sluice_core::{parse_documents, CompileConfig, Engine};
+
+    fn compiled(ranges: &str) -> DesiredState {
+        let text = format!("kind: Service\nmetadata: {{name: lb}}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.51\n  externalIPs: [203.0.113.77]\n  loadBalancerSourceRanges: [{ranges}]\n  ports: [{{port: 80, nodePort: 30051}}]\nstatus: {{loadBalancer: {{ingress: [{{ip: 1.2.3.4}}, {{ip: 5.6.7.8}}]}}}}\n");
+        let out = parse_documents("t.yaml", &text);
+        assert!(out.rejections.is_empty(), "{:?}", out.rejections);
+        let changes: Vec<Change> = out
+            .objects
+            .into_iter()
+            .map(|(o, _)| Change::Upsert(o))
+            .collect();
+        let mut e = Engine::new(CompileConfig::default());
+        e.apply(&changes);
+        e.desired().clone()
+    }
+
+    fn rendered(set: &BTreeSet<SrcRange>) -> Vec<String> {
+        set.iter()
+            .map(|r| format!("{} {}/{}", r.rev_nat_id, r.addr, r.prefix_len))
+            .collect()
+    }
+
+    /// Ranges guard the LB IPs only; when one contains a node address the
+    /// LB IPs themselves become allowed sources too (svc-017).
+    #[test]
+    fn source_ranges_guard_lb_ips_and_admit_them_when_a_range_holds_a_node_ip() {
+        let node = [Ipv4Addr::new(192, 168, 0, 2)];
+        let d = compiled("203.0.113.0/25");
+        let ids: Vec<u32> = d
+            .services
+            .values()
+            .filter(|s| s.kind == FrontendKind::LoadBalancer)
+            .map(|s| s.rev_nat_id)
+            .collect();
+        assert_eq!(ids.len(), 2);
+        let want: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{id} 203.0.113.0/25"))
+            .collect();
+        assert_eq!(rendered(&desired_src_ranges(&d, &node)), want);
+
+        let d = compiled("192.168.0.0/24, ' 203.0.113.0/25'");
+        let got = rendered(&desired_src_ranges(&d, &node));
+        for id in &ids {
+            for r in [
+                "192.168.0.0/24",
+                "203.0.113.0/25",
+                "1.2.3.4/32",
+                "5.6.7.8/32",
+            ] {
+                assert!(got.contains(&format!("{id} {r}")), "{id} {r}: {got:?}");
+            }
+        }
+        assert_eq!(got.len(), 8, "{got:?}");
+    }
 
     #[test]
     fn only_nodeport_cidrs_serve_nodeports_and_never_loopback() {

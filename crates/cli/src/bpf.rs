@@ -107,7 +107,7 @@ fn lb_list(a: &MapArgs) -> Result<()> {
         .into_iter()
         .map(|(id, b)| (id, format!("{}:{}", b.ip, b.port)))
         .collect();
-    let mut entries: BTreeMap<(Ipv4Addr, u16, u8), LbEntry> = BTreeMap::new();
+    let mut entries: BTreeMap<(Ipv4Addr, u16, u8, u8), LbEntry> = BTreeMap::new();
     let rows = maps.service_rows()?;
     for row in &rows {
         if let ServiceRow::Master {
@@ -119,9 +119,21 @@ fn lb_list(a: &MapArgs) -> Result<()> {
         } = *row
         {
             entries.insert(
-                (f.ip, f.port, f.proto),
+                (f.ip, f.port, f.proto, f.scope),
                 LbEntry {
-                    frontend: format!("{}:{}/{}", f.ip, f.port, proto_name(f.proto)),
+                    // Scope 1: the entry external clients of an
+                    // externalTrafficPolicy Local frontend use.
+                    frontend: format!(
+                        "{}:{}/{}{}",
+                        f.ip,
+                        f.port,
+                        proto_name(f.proto),
+                        if f.scope == 0 {
+                            ""
+                        } else {
+                            " (eTP Local: external clients)"
+                        }
+                    ),
                     rev_nat_id,
                     nodeport: flags & 1 != 0,
                     affinity_seconds: (affinity_timeout > 0).then_some(affinity_timeout),
@@ -138,7 +150,7 @@ fn lb_list(a: &MapArgs) -> Result<()> {
             backend_id,
         } = *row
         {
-            if let Some(e) = entries.get_mut(&(f.ip, f.port, f.proto)) {
+            if let Some(e) = entries.get_mut(&(f.ip, f.port, f.proto, f.scope)) {
                 let b = backends
                     .get(&backend_id)
                     .cloned()

@@ -1909,3 +1909,144 @@ async fn etp_local_from_outside_reaches_only_the_local_endpoint_with_the_client_
     .await;
     env.sb.teardown().unwrap();
 }
+
+/// svc-010/011 "node to NodePort": the node's own sockets (the agent's
+/// netns) reach a NodePort on the node IP through the socket hooks (a host
+/// packet to its own address never crosses tc), and see the NodePort as
+/// their peer; NodePorts are not served on 127.0.0.1 (nftables mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_reaches_its_own_nodeport_through_the_socket_hooks() {
+    let mut env = setup(2, SERVICES).await;
+    wait_services(&env.api, "web's NodePort", |l| {
+        backends_of(l, "default/web", 30080) == 2
+    })
+    .await;
+    let np = SocketAddr::from((env.sb.node_ip(), 30080));
+    let node_netns = env.sb.node_netns();
+    let cgroup = env.sb.cgroup_path().to_path_buf();
+    let node_probe = |target: SocketAddr, count: usize| {
+        sluice_testbed::probe_in(
+            &sluice_bin(),
+            &node_netns,
+            Some(&cgroup),
+            ProbeKind::Http,
+            &[target],
+            count,
+            T,
+        )
+        .expect("probe in the node netns")
+    };
+    let mut seen = BTreeMap::new();
+    for o in node_probe(np, 20) {
+        assert_eq!(o.error, None, "{o:#?}");
+        assert_eq!(o.peer, Some(np), "getpeername shows the NodePort");
+        *seen.entry(o.answer.unwrap_or_default()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both backends: {seen:?}");
+    let lo = SocketAddr::from(([127, 0, 0, 1], 30080));
+    for o in node_probe(lo, 1) {
+        assert!(o.refused, "not served on loopback: {o:#?}");
+    }
+    env.sb.teardown().unwrap();
+}
+
+/// svc-017: loadBalancerSourceRanges guard the LB IP only: a client
+/// outside the ranges is dropped there (reason source_range) while the
+/// NodePort still serves it; inside the ranges it is served (masqueraded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ranges_drop_other_clients_of_the_lb_ip_only() {
+    let mut env = setup(2, SERVICES).await;
+    let lb_ip = "198.51.100.9";
+    let manifest = |range: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: lb, namespace: default}}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.32\n  selector: {{app: web}}\n  loadBalancerSourceRanges: [' {range}']\n  ports: [{{name: http, port: 80, targetPort: http, nodePort: 30082}}]\nstatus: {{loadBalancer: {{ingress: [{{ip: {lb_ip}}}]}}}}\n")
+    };
+    let file = env.sb.manifests_dir().join("lb.yaml");
+    // A range that does not hold the outside client.
+    std::fs::write(&file, manifest("192.0.2.0/24")).unwrap();
+    wait_services(&env.api, "lb's LB IP", |l| {
+        l.iter()
+            .any(|s| s.kind == "LoadBalancer" && s.ip.to_string() == lb_ip && s.backends.len() == 2)
+    })
+    .await;
+    let node = env.sb.node_ip().to_string();
+    ip_out(
+        &env.sb.outside_netns(),
+        &["route", "add", &format!("{lb_ip}/32"), "via", &node],
+    );
+    let lb: SocketAddr = format!("{lb_ip}:80").parse().unwrap();
+    let outside = env.sb.outside_netns();
+    let r =
+        run_in_netns(&outside, move || http_get(lb, Duration::from_millis(300))).expect("netns");
+    assert!(r.as_ref().is_err_and(|e| e.is_timeout()), "dropped: {r:?}");
+    wait_flow(
+        &env.sb,
+        &["--verdict", "DROPPED", "--drop-reason", "source_range"],
+        "the drop, with its reason",
+        |f| f["service"]["name"] == "default/lb",
+    )
+    .await;
+    // The NodePort of the same Service is not guarded.
+    let np = SocketAddr::from((env.sb.node_ip(), 30082));
+    assert_eq!(http_spread(&outside, np, 4).values().sum::<usize>(), 4);
+
+    // A range holding the client: served, masqueraded (eTP Cluster).
+    let client = format!("{}/32", env.sb.outside_ip());
+    std::fs::write(&file, manifest(&client)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let peer = loop {
+        let r = run_in_netns(&outside, move || {
+            http_get_path(lb, "/clientip", Duration::from_millis(300))
+        })
+        .expect("netns");
+        match r {
+            Ok(peer) => break peer,
+            Err(e) => assert!(Instant::now() < deadline, "never served: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(peer.starts_with(&format!("{node}:")), "{peer}");
+    env.sb.teardown().unwrap();
+}
+
+/// svc-012: NodePorts are served only on node addresses inside
+/// --nodeport-addresses (default: the node IP alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodeports_are_served_only_on_the_nodeport_addresses() {
+    let mut env = setup(1, SERVICES).await;
+    // A secondary node address on the node device.
+    let node = env.sb.node_ip().octets();
+    let second = std::net::Ipv4Addr::new(node[0], node[1], node[2], 200);
+    let node_ns = env.sb.node_netns();
+    ip_out(
+        &node_ns,
+        &["addr", "add", &format!("{second}/24"), "dev", "ext0"],
+    );
+    env.sb.restart_agent().await.expect("agent restart");
+    wait_services(&env.api, "web's NodePort", |l| {
+        backends_of(l, "default/web", 30080) == 1
+    })
+    .await;
+    let outside = env.sb.outside_netns();
+    let on_second = SocketAddr::from((second, 30080));
+    let primary = SocketAddr::from((env.sb.node_ip(), 30080));
+    assert_eq!(http_spread(&outside, primary, 2).values().sum::<usize>(), 2);
+    let r = run_in_netns(&outside, move || http_get(on_second, T)).expect("netns");
+    assert!(
+        r.as_ref().is_err_and(|e| e.is_refused()),
+        "not a NodePort address: nothing listens there: {r:?}"
+    );
+    let cidr = format!("{}.{}.0.0/16", node[0], node[1]);
+    env.sb
+        .start_agent(&sluice_bin(), &["--nodeport-addresses", &cidr])
+        .await
+        .expect("agent with --nodeport-addresses");
+    wait_services(&env.api, "web's NodePort", |l| {
+        backends_of(l, "default/web", 30080) == 1
+    })
+    .await;
+    assert_eq!(
+        http_spread(&outside, on_second, 2).values().sum::<usize>(),
+        2
+    );
+    env.sb.teardown().unwrap();
+}

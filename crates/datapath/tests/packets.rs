@@ -556,6 +556,31 @@ fn pod_to_nodeport_is_masqueraded_and_redirected_back() {
     assert_eq!(tuple_checked(&out), ((NODE, 30080), (CLIENT, 50001)));
 }
 
+/// A host-network backend (a node address) is not masqueraded to: the node
+/// answers itself through its stack, and the reply is translated back on
+/// the client's veth.
+#[test]
+fn a_host_network_backend_is_not_masqueraded_to() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30080, TCP),
+        7,
+        true,
+        &[(1, NODE, 8080)],
+    );
+    let (verdict, out) = h.run(
+        Program::FromPod,
+        &tcp_syn((CLIENT, 50010), (NODE, 30080), false),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(tuple_checked(&out), ((CLIENT, 50010), (NODE, 8080)));
+    let (_, out) = h.run(
+        Program::ToPod,
+        &tcp_ack((NODE, 8080), (CLIENT, 50010), b"ok"),
+    );
+    assert_eq!(tuple_checked(&out), ((NODE, 30080), (CLIENT, 50010)));
+}
+
 /// NodePorts are served only on node addresses flagged for them
 /// (--nodeport-addresses), never on loopback or foreign addresses.
 #[test]
@@ -1671,4 +1696,103 @@ fn maglev_picks_the_same_backend_for_a_flow_on_every_node() {
         .map(|i| node1.backend_of_new_flow(OTHER_POD, 56000 + i))
         .collect();
     assert!(spread.len() > 1, "{spread:?}");
+}
+
+// ---------------------------------------------------------------- restarts
+
+/// Creates and pins an LRU hash map with the given sizes (what an older
+/// agent would have left), through the raw bpf syscall.
+fn pin_lru_map(path: &std::path::Path, key_size: u32, value_size: u32) {
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        pad: [u8; 108],
+    }
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        pad: [u8; 112],
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+    let attr = MapCreate {
+        map_type: BPF_MAP_TYPE_LRU_HASH,
+        key_size,
+        value_size,
+        max_entries: 64,
+        map_flags: 0,
+        pad: [0; 108],
+    };
+    // SAFETY: bpf(2) with a correctly sized, zero-padded attribute.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &attr as *const MapCreate,
+            std::mem::size_of::<MapCreate>(),
+        )
+    };
+    assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let pin = ObjPin {
+        pathname: cpath.as_ptr() as u64,
+        bpf_fd: fd as u32,
+        file_flags: 0,
+        pad: [0; 112],
+    };
+    // SAFETY: as above; the path outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &pin as *const ObjPin,
+            std::mem::size_of::<ObjPin>(),
+        )
+    };
+    assert_eq!(r, 0, "pin: {}", std::io::Error::last_os_error());
+    // SAFETY: our descriptor; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+/// A conntrack map pinned by an agent with the older (40-byte) entry layout
+/// does not stop the programs from loading: it is replaced (conntrack reset).
+#[test]
+fn a_conntrack_map_with_an_older_layout_is_replaced_at_load() {
+    assert!(unsafe { libc::geteuid() } == 0, "needs root");
+    let node = format!("slctest-{}-oldct", std::process::id());
+    let cfg = DatapathConfig::new("/sys/fs/bpf", node.clone());
+    let dir = pin_dir(&cfg.bpffs_root, &node);
+    let _pins = PinGuard(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    pin_lru_map(&dir.join("sl_ct"), 16, 40);
+    let mut dp = Datapath::load(&cfg).unwrap();
+    let info = sluice_datapath::mapinfo::describe(&dir.join("sl_ct")).unwrap();
+    assert_eq!(info.value_size, 48);
+    // And it works: a flow through the new map.
+    let mut maps = LbMaps::open(dp.pin_dir()).unwrap();
+    maps.upsert_backend(
+        1,
+        BackendEntry {
+            ip: BACKEND_A,
+            port: 8080,
+            proto: TCP,
+        },
+    )
+    .unwrap();
+    maps.upsert_slot(fe(VIP, 80, TCP), 1, 1).unwrap();
+    maps.upsert_master(fe(VIP, 80, TCP), 1, 1, 0, 0).unwrap();
+    let (_, out) = dp
+        .test_run(
+            Program::FromPod,
+            &tcp_syn((CLIENT, 40000), (VIP, 80), false),
+        )
+        .unwrap();
+    assert_eq!(tuple_checked(&out).1, (BACKEND_A, 8080));
 }
