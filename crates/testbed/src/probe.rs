@@ -34,6 +34,9 @@ pub enum ProbeKind {
     /// SCTP INIT through a raw socket, INIT-ACK expected (see `sctp`):
     /// works without the kernel's SCTP stack.
     Sctp,
+    /// TCP connect, then read what the server sends until it closes (the
+    /// `whoami` servers answer on accept).
+    TcpRead,
 }
 
 /// Pause between the attempts of [`ProbeKind::UdpHeld`].
@@ -48,6 +51,7 @@ impl ProbeKind {
             ProbeKind::Connect => "connect",
             ProbeKind::UdpHeld => "udp-held",
             ProbeKind::Sctp => "sctp",
+            ProbeKind::TcpRead => "tcp-read",
         }
     }
 
@@ -59,6 +63,7 @@ impl ProbeKind {
             ProbeKind::Connect,
             ProbeKind::UdpHeld,
             ProbeKind::Sctp,
+            ProbeKind::TcpRead,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -121,6 +126,36 @@ fn outcome(target: SocketAddr, r: std::io::Result<(SocketAddr, String)>) -> Prob
     }
 }
 
+/// A TCP connection from `bind` (address and port; port 0: any), or from
+/// wherever the kernel picks.
+fn tcp_connect(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let Some(bind) = bind else {
+        return TcpStream::connect_timeout(&target, timeout);
+    };
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&bind.into())?;
+    s.connect_timeout(&target.into(), timeout)?;
+    Ok(s.into())
+}
+
+fn tcp_read(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    timeout: Duration,
+) -> std::io::Result<(SocketAddr, String)> {
+    let mut s = tcp_connect(target, bind, timeout)?;
+    let peer = s.peer_addr()?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    Ok((peer, String::from_utf8_lossy(&raw).trim().to_string()))
+}
+
 fn http(target: SocketAddr, timeout: Duration) -> std::io::Result<(SocketAddr, String)> {
     let mut s = TcpStream::connect_timeout(&target, timeout)?;
     let peer = s.peer_addr()?;
@@ -137,8 +172,12 @@ fn udp(
     target: SocketAddr,
     timeout: Duration,
     connected: bool,
+    bind: Option<SocketAddr>,
 ) -> std::io::Result<(SocketAddr, String)> {
-    let s = UdpSocket::bind(("0.0.0.0", 0))?;
+    let s = match bind {
+        Some(b) => UdpSocket::bind(b)?,
+        None => UdpSocket::bind(("0.0.0.0", 0))?,
+    };
     s.set_read_timeout(Some(timeout))?;
     let mut buf = vec![0u8; 2048];
     let (n, peer) = if connected {
@@ -250,6 +289,19 @@ pub fn run_probe(
     count: usize,
     timeout: Duration,
 ) -> Vec<ProbeOutcome> {
+    run_probe_bound(kind, None, targets, count, timeout)
+}
+
+/// Like [`run_probe`] with the client's source address (and port, when
+/// not 0) fixed: an external client's address, or one UDP 5-tuple reused
+/// by every attempt. `connect` and `http` and `udp-held` ignore it.
+pub fn run_probe_bound(
+    kind: ProbeKind,
+    bind: Option<SocketAddr>,
+    targets: &[SocketAddr],
+    count: usize,
+    timeout: Duration,
+) -> Vec<ProbeOutcome> {
     if kind == ProbeKind::UdpHeld {
         return targets
             .iter()
@@ -261,11 +313,12 @@ pub fn run_probe(
         for &t in targets {
             let r = match kind {
                 ProbeKind::Http => http(t, timeout),
-                ProbeKind::UdpConnected => udp(t, timeout, true),
-                ProbeKind::UdpUnconnected => udp(t, timeout, false),
+                ProbeKind::UdpConnected => udp(t, timeout, true, bind),
+                ProbeKind::UdpUnconnected => udp(t, timeout, false, bind),
                 ProbeKind::Connect => connect(t, timeout),
-                ProbeKind::UdpHeld => udp(t, timeout, true),
-                ProbeKind::Sctp => crate::sctp::probe(t, timeout),
+                ProbeKind::UdpHeld => udp(t, timeout, true, bind),
+                ProbeKind::Sctp => crate::sctp::probe_from(t, bind, timeout),
+                ProbeKind::TcpRead => tcp_read(t, bind, timeout),
             };
             out.push(outcome(t, r));
         }
@@ -283,12 +336,32 @@ pub fn probe_in(
     count: usize,
     timeout: Duration,
 ) -> Result<Vec<ProbeOutcome>> {
+    probe_in_bound(
+        sluice_bin, netns, cgroup, kind, None, targets, count, timeout,
+    )
+}
+
+/// [`probe_in`] with `--bind` (see [`run_probe_bound`]).
+#[allow(clippy::too_many_arguments)]
+pub fn probe_in_bound(
+    sluice_bin: &Path,
+    netns: &Path,
+    cgroup: Option<&Path>,
+    kind: ProbeKind,
+    bind: Option<SocketAddr>,
+    targets: &[SocketAddr],
+    count: usize,
+    timeout: Duration,
+) -> Result<Vec<ProbeOutcome>> {
     let mut c = Command::new(sluice_bin);
     c.args(["workload", "probe", "--kind", kind.as_str()])
         .arg("--count")
         .arg(count.to_string())
         .arg("--timeout-ms")
         .arg(timeout.as_millis().to_string());
+    if let Some(b) = bind {
+        c.arg("--bind").arg(b.to_string());
+    }
     for t in targets {
         c.arg(t.to_string());
     }

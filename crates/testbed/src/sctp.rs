@@ -242,6 +242,16 @@ pub fn raw_socket() -> std::io::Result<Socket> {
 /// Returns the peer and `"INIT-ACK"`; an ABORT for us is "refused"; no
 /// answer is a timeout, as for a TCP connect.
 pub fn probe(target: SocketAddr, timeout: Duration) -> std::io::Result<(SocketAddr, String)> {
+    probe_from(target, None, timeout)
+}
+
+/// [`probe`] from the source address of `bind` (its port is ignored: the
+/// INIT's source port is random).
+pub fn probe_from(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    timeout: Duration,
+) -> std::io::Result<(SocketAddr, String)> {
     let SocketAddr::V4(target) = target else {
         return Err(std::io::Error::new(
             ErrorKind::Unsupported,
@@ -249,6 +259,9 @@ pub fn probe(target: SocketAddr, timeout: Duration) -> std::io::Result<(SocketAd
         ));
     };
     let sock = raw_socket()?;
+    if let Some(SocketAddr::V4(b)) = bind {
+        sock.bind(&SockAddr::from(SocketAddrV4::new(*b.ip(), 0)))?;
+    }
     let tag = random_tag();
     // Ephemeral range, as a kernel would pick.
     let src_port = 32768 + (random_u32() % 28232) as u16;
