@@ -57,7 +57,8 @@ fn sctp_init_gets_an_init_ack_only_from_a_served_port() {
     let (peer, answer) = ok.expect("INIT-ACK from the served port");
     assert_eq!(peer, served);
     // The State Cookie names the address the INIT reached and its sender.
-    let (backend, seen) = sluice_testbed::whoami::parse_answer(&answer).expect("whoami cookie");
+    let (backend, seen) = sluice_testbed::whoami::parse_answer(&answer)
+        .unwrap_or_else(|| panic!("no whoami cookie in {answer:?}"));
     assert_eq!(backend, served, "{answer}");
     assert_eq!(
         seen.ip(),
