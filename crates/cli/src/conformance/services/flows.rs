@@ -1,0 +1,219 @@
+//! Replaying flows with real connections: all flows of a world at once
+//! (each its own client process), every attempt judged; a failing flow
+//! gets one more round after a short pause (programming lag), and the
+//! report says when it took two.
+
+use super::cases::{Expect, Flow, Output, Source};
+use super::expect::{classify, judge, Observed};
+use super::report::{FlowReport, Verdict};
+use super::world::World;
+use std::time::Duration;
+
+/// The client's wait for an answer; DROP costs exactly this.
+pub const TIMEOUT: Duration = Duration::from_millis(1500);
+const RETRY_AFTER: Duration = Duration::from_millis(700);
+
+/// A flow and what it must show (`Err`: why it cannot be judged).
+pub struct Planned {
+    pub flow: Flow,
+    pub expect: Result<Expect, String>,
+    /// Said on the report line (e.g. which table the expectation is from).
+    pub note: Option<String>,
+}
+
+fn attempts(e: &Expect) -> usize {
+    match &e.output {
+        Output::Backends(b) if b.len() > 1 => 6,
+        Output::Backends(_) => 3,
+        _ => 1,
+    }
+}
+
+/// Runs every planned flow concurrently; reports in the given order.
+pub async fn run(world: &World, planned: &[Planned]) -> Vec<FlowReport> {
+    let mut reports: Vec<Option<FlowReport>> = planned.iter().map(|_| None).collect();
+    let mut pending = Vec::new();
+    for (i, p) in planned.iter().enumerate() {
+        match (&p.flow.source, &p.expect) {
+            (Source::Unsupported(why), _) => {
+                reports[i] = Some(base(p, Verdict::Unsupported, vec![why.clone()]));
+            }
+            (_, Err(why)) => reports[i] = Some(base(p, Verdict::Unsupported, vec![why.clone()])),
+            (_, Ok(_)) => pending.push(i),
+        }
+    }
+    for round in 0..2 {
+        if pending.is_empty() {
+            break;
+        }
+        if round > 0 {
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for &i in &pending {
+            let p = &planned[i];
+            let Ok(e) = &p.expect else { continue };
+            match world.job(
+                &p.flow.source,
+                p.flow.to,
+                p.flow.protocol,
+                attempts(e),
+                TIMEOUT,
+                0,
+            ) {
+                Ok(job) => {
+                    set.spawn_blocking(move || (i, job.run()));
+                }
+                Err(err) => {
+                    reports[i] = Some(base(p, Verdict::Fail, vec![format!("error: {err:#}")]));
+                }
+            }
+        }
+        let mut again = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            let Ok((i, out)) = joined else { continue };
+            let p = &planned[i];
+            let Ok(e) = &p.expect else { continue };
+            let r = match out {
+                Err(err) => base(p, Verdict::Fail, vec![format!("error: {err:#}")]),
+                Ok(outcomes) => {
+                    let seen: Vec<Observed> = outcomes.iter().map(classify).collect();
+                    judged(p, e, &seen, &world.conv.node_ips, round)
+                }
+            };
+            if r.verdict == Verdict::Fail && round == 0 {
+                again.push(i);
+            }
+            reports[i] = Some(r);
+        }
+        again.sort_unstable();
+        pending = again;
+    }
+    reports
+        .into_iter()
+        .zip(planned)
+        .map(|(r, p)| {
+            r.unwrap_or_else(|| base(p, Verdict::Fail, vec!["the probe did not report".into()]))
+        })
+        .collect()
+}
+
+fn base(p: &Planned, verdict: Verdict, mut notes: Vec<String>) -> FlowReport {
+    notes.extend(p.note.clone());
+    FlowReport {
+        name: p.flow.name.clone(),
+        from: p.flow.from.clone(),
+        to: p.flow.to.to_string(),
+        protocol: p.flow.protocol.as_str().to_string(),
+        expected: p
+            .expect
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        observed: Vec::new(),
+        verdict,
+        notes,
+    }
+}
+
+/// Judges every attempt of one flow.
+pub fn judged(
+    p: &Planned,
+    e: &Expect,
+    seen: &[Observed],
+    node_ips: &[std::net::Ipv4Addr],
+    round: usize,
+) -> FlowReport {
+    let mut notes: Vec<String> = Vec::new();
+    let mut failed = seen.is_empty();
+    if seen.is_empty() {
+        notes.push("no attempt reported".into());
+    }
+    for s in seen {
+        match judge(e, &p.flow.source, node_ips, s) {
+            Ok(Some(n)) => {
+                if !notes.contains(&n) {
+                    notes.push(n)
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                failed = true;
+                if !notes.contains(&why) {
+                    notes.push(why)
+                }
+            }
+        }
+    }
+    if round > 0 {
+        notes.push(format!("round {} (the first did not match)", round + 1));
+    }
+    let mut r = base(p, if failed { Verdict::Fail } else { Verdict::Pass }, notes);
+    let mut observed: Vec<String> = Vec::new();
+    for s in seen {
+        let t = s.to_string();
+        if !observed.contains(&t) {
+            observed.push(t);
+        }
+    }
+    r.observed = observed;
+    r
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::super::cases::Protocol;
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// The runner can fail: an answer from a backend outside the
+    /// expected set, or with the wrong client address, is a FAIL.
+    #[test]
+    fn a_mismatched_observation_is_a_fail() {
+        let p = Planned {
+            flow: Flow {
+                name: "simple clusterIP".into(),
+                from: "pod 10.180.0.2".into(),
+                source: Source::Pod(Ipv4Addr::new(10, 180, 0, 2)),
+                to: "172.30.0.41:80".parse().unwrap(),
+                protocol: Protocol::Tcp,
+            },
+            expect: Ok(Expect {
+                output: Output::Backends(vec!["10.180.0.1:80".parse().unwrap()]),
+                masq: Some(false),
+            }),
+            note: None,
+        };
+        let e = p.expect.clone().unwrap();
+        let node = [Ipv4Addr::new(192, 168, 0, 2)];
+        let good = Observed::Answer {
+            backend: "10.180.0.1:80".parse().unwrap(),
+            peer: "10.180.0.2:40000".parse().unwrap(),
+        };
+        assert_eq!(
+            judged(&p, &e, &[good.clone()], &node, 0).verdict,
+            Verdict::Pass
+        );
+        let wrong = Observed::Answer {
+            backend: "10.180.2.1:80".parse().unwrap(),
+            peer: "10.180.0.2:40000".parse().unwrap(),
+        };
+        let r = judged(&p, &e, &[good.clone(), wrong], &node, 0);
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert!(r.notes[0].contains("10.180.2.1:80"), "{:?}", r.notes);
+        let masqueraded = Observed::Answer {
+            backend: "10.180.0.1:80".parse().unwrap(),
+            peer: "192.168.0.2:40000".parse().unwrap(),
+        };
+        assert_eq!(
+            judged(&p, &e, &[masqueraded], &node, 0).verdict,
+            Verdict::Fail
+        );
+        assert_eq!(
+            judged(&p, &e, &[Observed::Timeout], &node, 0).verdict,
+            Verdict::Fail
+        );
+        assert_eq!(judged(&p, &e, &[], &node, 0).verdict, Verdict::Fail);
+    }
+}

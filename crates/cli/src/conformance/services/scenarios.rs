@@ -1,0 +1,26 @@
+//! Which runner each behaviour gets: a table replay, a scenario function
+//! (prose behaviours, keyed by id, built from the same primitives and
+//! taking every address, port and name it can from the file), or
+//! UNSUPPORTED with the precise reason.
+
+use super::cases::Behaviour;
+use super::report::BehaviourReport;
+use super::{run_table, table, Ctx};
+
+/// The `svc-NNN` part of an id.
+fn short(id: &str) -> &str {
+    id.get(..7).unwrap_or(id)
+}
+
+pub async fn run(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
+    match short(&b.id) {
+        _ => match table::plan(b, ctx.conv, ctx.all) {
+            Ok(plan) => run_table(ctx, b, plan).await,
+            Err(why) => BehaviourReport::unsupported(
+                &b.id,
+                &b.title,
+                format!("no packet-flow table the runner can replay and no scenario for it: {why}"),
+            ),
+        },
+    }
+}
