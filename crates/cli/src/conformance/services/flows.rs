@@ -7,6 +7,8 @@ use super::cases::{Expect, Flow, Output, Source};
 use super::expect::{classify, judge, Observed};
 use super::report::{FlowReport, Verdict};
 use super::world::World;
+use sluice_testbed::ProbeOutcome;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The client's wait for an answer; DROP costs exactly this.
@@ -49,34 +51,42 @@ pub async fn run(world: &World, planned: &[Planned]) -> Vec<FlowReport> {
         if round > 0 {
             tokio::time::sleep(RETRY_AFTER).await;
         }
+        // Every attempt is its own client process, all at once: a flow
+        // that times out costs one timeout, not one per attempt.
         let mut set = tokio::task::JoinSet::new();
+        let mut results: BTreeMap<usize, Vec<ProbeOutcome>> = BTreeMap::new();
+        let mut errors: BTreeMap<usize, String> = BTreeMap::new();
         for &i in &pending {
             let p = &planned[i];
             let Ok(e) = &p.expect else { continue };
-            match world.job(
-                &p.flow.source,
-                p.flow.to,
-                p.flow.protocol,
-                attempts(e),
-                TIMEOUT,
-                0,
-            ) {
-                Ok(job) => {
-                    set.spawn_blocking(move || (i, job.run()));
+            results.insert(i, Vec::new());
+            for _ in 0..attempts(e) {
+                match world.job(&p.flow.source, p.flow.to, p.flow.protocol, 1, TIMEOUT, 0) {
+                    Ok(job) => {
+                        set.spawn_blocking(move || (i, job.run()));
+                    }
+                    Err(err) => {
+                        errors.insert(i, format!("error: {err:#}"));
+                    }
                 }
+            }
+        }
+        while let Some(joined) = set.join_next().await {
+            let Ok((i, out)) = joined else { continue };
+            match out {
+                Ok(o) => results.entry(i).or_default().extend(o),
                 Err(err) => {
-                    reports[i] = Some(base(p, Verdict::Fail, vec![format!("error: {err:#}")]));
+                    errors.insert(i, format!("error: {err:#}"));
                 }
             }
         }
         let mut again = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            let Ok((i, out)) = joined else { continue };
+        for (i, outcomes) in results {
             let p = &planned[i];
             let Ok(e) = &p.expect else { continue };
-            let r = match out {
-                Err(err) => base(p, Verdict::Fail, vec![format!("error: {err:#}")]),
-                Ok(outcomes) => {
+            let r = match errors.remove(&i) {
+                Some(err) => base(p, Verdict::Fail, vec![err]),
+                None => {
                     let seen: Vec<Observed> = outcomes.iter().map(classify).collect();
                     judged(p, e, &seen, &world.conv.node_ips, round)
                 }
@@ -89,13 +99,78 @@ pub async fn run(world: &World, planned: &[Planned]) -> Vec<FlowReport> {
         again.sort_unstable();
         pending = again;
     }
-    reports
+    let mut out: Vec<FlowReport> = reports
         .into_iter()
         .zip(planned)
         .map(|(r, p)| {
             r.unwrap_or_else(|| base(p, Verdict::Fail, vec!["the probe did not report".into()]))
         })
-        .collect()
+        .collect();
+    verify_drops(world, planned, &mut out).await;
+    out
+}
+
+/// A client timing out does not prove a DROP: a backend may have got the
+/// packet and answered along another path. The agent's flow events say
+/// what the datapath did; a DROP flow the datapath forwarded fails.
+async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowReport]) {
+    let drops: Vec<usize> = planned
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            matches!(&p.expect, Ok(e) if e.output == Output::Drop)
+                && reports[*i].verdict == Verdict::Pass
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if drops.is_empty() {
+        return;
+    }
+    let mut events: Vec<sluice_api::Flow> = Vec::new();
+    let got = world
+        .api
+        .get_stream::<sluice_api::Flow>("/v1/flows?last=100000", |f| {
+            events.push(f);
+            true
+        })
+        .await;
+    if let Err(e) = got {
+        for i in drops {
+            reports[i].verdict = Verdict::Fail;
+            reports[i].notes.push(format!(
+                "cannot read the agent's flow events to confirm the drop: {e}"
+            ));
+        }
+        return;
+    }
+    for i in drops {
+        let f = &planned[i].flow;
+        let Some(client) = f.source.ip() else {
+            continue;
+        };
+        let forwarded = events.iter().find(|ev| {
+            ev.verdict == sluice_api::Verdict::Forwarded
+                && !ev.reply
+                && ev.source.ip == client
+                && ev.destination.ip == *f.to.ip()
+                && ev.destination.port == f.to.port()
+                && (ev.translated_destination.ip, ev.translated_destination.port)
+                    != (ev.destination.ip, ev.destination.port)
+        });
+        match forwarded {
+            Some(ev) => {
+                reports[i].verdict = Verdict::Fail;
+                reports[i].notes.push(format!(
+                    "the client timed out, but the datapath forwarded it to {}:{} \
+                     (not a drop: the answer was lost on the way back)",
+                    ev.translated_destination.ip, ev.translated_destination.port
+                ));
+            }
+            None => reports[i]
+                .notes
+                .push("flow events: not forwarded to any backend".into()),
+        }
+    }
 }
 
 fn base(p: &Planned, verdict: Verdict, mut notes: Vec<String>) -> FlowReport {
