@@ -9,6 +9,7 @@
 mod cases;
 mod expect;
 mod flows;
+mod percase;
 mod report;
 mod scenarios;
 mod table;

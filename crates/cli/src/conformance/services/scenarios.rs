@@ -14,6 +14,7 @@ fn short(id: &str) -> &str {
 
 pub async fn run(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
     match short(&b.id) {
+        "svc-020" | "svc-025" | "svc-026" => super::percase::run(ctx, b).await,
         _ => match table::plan(b, ctx.conv, ctx.all) {
             Ok(plan) => run_table(ctx, b, plan).await,
             Err(why) => BehaviourReport::unsupported(
