@@ -250,6 +250,9 @@ pub enum Output {
     Drop,
     /// Nothing installed: normal routing (no backend answers).
     None,
+    /// A service rule exists for the address: a backend answers, or the
+    /// agent's flow events show the datapath forwarding it to one.
+    Captured(Vec<SocketAddrV4>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +275,14 @@ impl std::fmt::Display for Expect {
             Output::Reject => write!(f, "REJECT")?,
             Output::Drop => write!(f, "DROP")?,
             Output::None => write!(f, "NONE")?,
+            Output::Captured(b) => write!(
+                f,
+                "captured (to {})",
+                b.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("|")
+            )?,
         }
         match self.masq {
             Some(true) => write!(f, " masq"),

@@ -68,6 +68,9 @@ pub fn classify(o: &ProbeOutcome) -> Observed {
     }
 }
 
+/// Prefix of a Captured flow's failure that flow events may still clear.
+pub const NOT_CAPTURED_YET: &str = "no backend answered: ";
+
 /// The verdict on one attempt: `Err` says why it does not match.
 pub fn judge(
     expect: &Expect,
@@ -85,6 +88,16 @@ pub fn judge(
             masq(expect.masq, source, node_ips, *peer.ip())
         }
         (Output::Backends(_), other) => Err(format!("expected a backend answer, got {other}")),
+        (Output::Captured(set), Observed::Answer { backend, .. }) => {
+            if set.contains(backend) {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "answered by {backend}, not one of the expected backends"
+                ))
+            }
+        }
+        (Output::Captured(_), other) => Err(format!("{NOT_CAPTURED_YET}{other}")),
         (Output::Reject, Observed::Refused) => Ok(None),
         (Output::Drop, Observed::Timeout) => Ok(None),
         (Output::None, Observed::Answer { .. } | Observed::Anonymous(_)) => Err(format!(

@@ -4,7 +4,7 @@
 //! report says when it took two.
 
 use super::cases::{Expect, Flow, Output, Source};
-use super::expect::{classify, judge, Observed};
+use super::expect::{classify, judge, Observed, NOT_CAPTURED_YET};
 use super::report::{FlowReport, Verdict};
 use super::world::World;
 use sluice_testbed::ProbeOutcome;
@@ -110,59 +110,114 @@ pub async fn run(world: &World, planned: &[Planned]) -> Vec<FlowReport> {
     out
 }
 
-/// A client timing out does not prove a DROP: a backend may have got the
-/// packet and answered along another path. The agent's flow events say
-/// what the datapath did; a DROP flow the datapath forwarded fails.
+async fn flow_events(world: &World) -> anyhow::Result<Vec<sluice_api::Flow>> {
+    let mut events: Vec<sluice_api::Flow> = Vec::new();
+    world
+        .api
+        .get_stream::<sluice_api::Flow>("/v1/flows?last=100000", |f| {
+            events.push(f);
+            true
+        })
+        .await?;
+    Ok(events)
+}
+
+/// The datapath's own record of forwarding `f` to a backend, if any.
+fn forwarded<'a>(events: &'a [sluice_api::Flow], f: &Flow) -> Option<&'a sluice_api::Flow> {
+    let client = f.source.ip()?;
+    events.iter().find(|ev| {
+        ev.verdict == sluice_api::Verdict::Forwarded
+            && !ev.reply
+            && ev.source.ip == client
+            && ev.destination.ip == *f.to.ip()
+            && ev.destination.port == f.to.port()
+            && (ev.translated_destination.ip, ev.translated_destination.port)
+                != (ev.destination.ip, ev.destination.port)
+    })
+}
+
+/// A client timing out does not prove a DROP (or NONE): a backend may
+/// have got the packet and answered along another path. The agent's flow
+/// events say what the datapath did; such a flow it forwarded fails.
 async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowReport]) {
     let drops: Vec<usize> = planned
         .iter()
         .enumerate()
         .filter(|(i, p)| {
-            matches!(&p.expect, Ok(e) if e.output == Output::Drop)
-                && reports[*i].verdict == Verdict::Pass
+            match &p.expect {
+                Ok(e) => match e.output {
+                    Output::Drop | Output::None => reports[*i].verdict == Verdict::Pass,
+                    // Cleared only when the only complaint is "no answer".
+                    Output::Captured(_) => {
+                        reports[*i].verdict == Verdict::Fail
+                            && reports[*i]
+                                .notes
+                                .iter()
+                                .any(|n| n.starts_with(NOT_CAPTURED_YET))
+                            && !reports[*i]
+                                .notes
+                                .iter()
+                                .any(|n| n.starts_with("answered by"))
+                    }
+                    _ => false,
+                },
+                Err(_) => false,
+            }
         })
         .map(|(i, _)| i)
         .collect();
     if drops.is_empty() {
         return;
     }
-    let mut events: Vec<sluice_api::Flow> = Vec::new();
-    let got = world
-        .api
-        .get_stream::<sluice_api::Flow>("/v1/flows?last=100000", |f| {
-            events.push(f);
-            true
-        })
-        .await;
-    if let Err(e) = got {
-        for i in drops {
-            reports[i].verdict = Verdict::Fail;
-            reports[i].notes.push(format!(
-                "cannot read the agent's flow events to confirm the drop: {e}"
-            ));
+    let events = match flow_events(world).await {
+        Ok(e) => e,
+        Err(e) => {
+            for i in drops {
+                reports[i].verdict = Verdict::Fail;
+                reports[i].notes.push(format!(
+                    "cannot read the agent's flow events to confirm what the datapath did: {e:#}"
+                ));
+            }
+            return;
         }
-        return;
-    }
+    };
     for i in drops {
         let f = &planned[i].flow;
-        let Some(client) = f.source.ip() else {
+        if let Ok(Expect {
+            output: Output::Captured(set),
+            ..
+        }) = &planned[i].expect
+        {
+            let to_backend = forwarded(&events, f).filter(|ev| {
+                set.contains(&std::net::SocketAddrV4::new(
+                    ev.translated_destination.ip,
+                    ev.translated_destination.port,
+                ))
+            });
+            match to_backend {
+                Some(ev) => {
+                    reports[i].verdict = Verdict::Pass;
+                    reports[i]
+                        .notes
+                        .retain(|n| !n.starts_with(NOT_CAPTURED_YET));
+                    reports[i].notes.push(format!(
+                        "captured: flow events show it forwarded to {}:{} (its answer did not come back; masquerade is another behaviour's)",
+                        ev.translated_destination.ip, ev.translated_destination.port
+                    ));
+                }
+                None => reports[i]
+                    .notes
+                    .push("flow events: not forwarded to any backend either".into()),
+            }
             continue;
-        };
-        let forwarded = events.iter().find(|ev| {
-            ev.verdict == sluice_api::Verdict::Forwarded
-                && !ev.reply
-                && ev.source.ip == client
-                && ev.destination.ip == *f.to.ip()
-                && ev.destination.port == f.to.port()
-                && (ev.translated_destination.ip, ev.translated_destination.port)
-                    != (ev.destination.ip, ev.destination.port)
-        });
+        }
+        let forwarded = forwarded(&events, f);
         match forwarded {
             Some(ev) => {
                 reports[i].verdict = Verdict::Fail;
                 reports[i].notes.push(format!(
-                    "the client timed out, but the datapath forwarded it to {}:{} \
-                     (not a drop: the answer was lost on the way back)",
+                    "no answer reached the client, but the datapath forwarded it to {}:{} \
+                     (neither dropped nor left alone: the answer was lost on the way back)",
                     ev.translated_destination.ip, ev.translated_destination.port
                 ));
             }

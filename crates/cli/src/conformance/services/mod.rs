@@ -9,10 +9,12 @@
 mod cases;
 mod expect;
 mod flows;
+mod inspect;
 mod percase;
 mod report;
 mod scenarios;
 mod table;
+mod variants;
 mod world;
 
 use crate::output::Output;

@@ -15,6 +15,10 @@ fn short(id: &str) -> &str {
 pub async fn run(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
     match short(&b.id) {
         "svc-020" | "svc-025" | "svc-026" => super::percase::run(ctx, b).await,
+        "svc-012" => super::variants::nodeport_addresses(ctx, b).await,
+        "svc-018" => super::variants::lb_ipmode(ctx, b).await,
+        "svc-029" | "svc-030" => super::inspect::ignored(ctx, b).await,
+        "svc-043" => super::inspect::tolerant(ctx, b).await,
         _ => match table::plan(b, ctx.conv, ctx.all) {
             Ok(plan) => run_table(ctx, b, plan).await,
             Err(why) => BehaviourReport::unsupported(
