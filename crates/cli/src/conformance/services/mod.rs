@@ -7,9 +7,11 @@
 //! nothing FAILED.
 
 mod cases;
+mod e2e;
 mod expect;
 mod flows;
 mod inspect;
+mod kit;
 mod percase;
 mod report;
 mod scenarios;

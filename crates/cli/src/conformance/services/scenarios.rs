@@ -19,6 +19,11 @@ pub async fn run(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         "svc-018" => super::variants::lb_ipmode(ctx, b).await,
         "svc-029" | "svc-030" => super::inspect::ignored(ctx, b).await,
         "svc-043" => super::inspect::tolerant(ctx, b).await,
+        "svc-022" => super::e2e::affinity(ctx, b).await,
+        "svc-023" => super::e2e::affinity_timeout(ctx, b).await,
+        "svc-024" => super::e2e::affinity_switch(ctx, b).await,
+        "svc-033" => super::e2e::udp_backend_change(ctx, b).await,
+        "svc-038" => super::e2e::lifecycle(ctx, b).await,
         _ => match table::plan(b, ctx.conv, ctx.all) {
             Ok(plan) => run_table(ctx, b, plan).await,
             Err(why) => BehaviourReport::unsupported(

@@ -118,7 +118,7 @@ pub fn agent_accepts(sluice: &std::path::Path, flag: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn pod_name(ip: Ipv4Addr) -> String {
+pub fn pod_name(ip: Ipv4Addr) -> String {
     format!("pod-{}", ip.to_string().replace('.', "-"))
 }
 pub const POD_NS: &str = "pods";
@@ -402,6 +402,12 @@ impl World {
             let mut j = serde_json::to_value(d).context("a manifest is not JSON-able")?;
             rewrite_node_name(&mut j, &self.conv.node_name, &node_name);
             out.push(j);
+        }
+        // Pods the behaviour defines itself get the opt-out too.
+        if self.path == ProbePath::Tc {
+            for d in out.iter_mut().filter(|d| d["kind"] == "Pod") {
+                d["metadata"]["annotations"]["sluice.io/socket-lb"] = json!("false");
+            }
         }
         for pod in self.pods.values() {
             let annotations = match self.path {
