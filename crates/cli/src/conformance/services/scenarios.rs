@@ -24,6 +24,12 @@ pub async fn run(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         "svc-024" => super::e2e::affinity_switch(ctx, b).await,
         "svc-033" => super::e2e::udp_backend_change(ctx, b).await,
         "svc-038" => super::e2e::lifecycle(ctx, b).await,
+        "svc-005" => super::e2e_ports::named_ports(ctx, b).await,
+        "svc-006" => super::e2e_ports::multiple_slices(ctx, b).await,
+        "svc-040" => super::e2e_ports::nodeport_tcp_udp(ctx, b).await,
+        "svc-044" => super::e2e_ports::sctp(ctx, b).await,
+        "svc-031" => super::e2e_ports::proxy_name(ctx, b).await,
+        "svc-041" => super::e2e_ports::host_network(ctx, b).await,
         _ => match table::plan(b, ctx.conv, ctx.all) {
             Ok(plan) => run_table(ctx, b, plan).await,
             Err(why) => BehaviourReport::unsupported(
