@@ -73,7 +73,6 @@ struct Selected {
     backends: Vec<Ipv4Addr>,
     client: Ipv4Addr,
     vip: SocketAddrV4,
-    target: u16,
     protocol: Protocol,
 }
 
@@ -105,7 +104,6 @@ fn selected(ctx: &Ctx<'_>, b: &Behaviour, n: u8, vip_n: u8) -> Result<(Selected,
             backends,
             client,
             vip: SocketAddrV4::new(vip, port),
-            target,
             protocol,
         },
         spec,

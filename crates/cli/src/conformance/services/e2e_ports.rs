@@ -404,7 +404,11 @@ pub async fn proxy_name(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
             for c in [Source::Pod(client), Source::Node(primary)] {
                 for (name, vip, up) in [("service-proxy-toggled", cluster_ip(ctx, 32), step != "step 2"), ("service-proxy-disabled", cluster_ip(ctx, 31), false)] {
                     let to = SocketAddrV4::new(vip, port);
-                    let seen = sample(w, &c, to, Protocol::Tcp, if up { 12 } else { 1 }, T).await?;
+                    let seen = if up {
+                        sample_until_all(w, &c, to, Protocol::Tcp, &t_pods, 9, 3).await?
+                    } else {
+                        sample(w, &c, to, Protocol::Tcp, 1, T).await?
+                    };
                     let got = backends(&seen);
                     let ok = if up { t_pods.iter().all(|p| got.contains(p)) } else { !answered(&seen) };
                     r.flows.push(row(&format!("{step}: {name}"), &format!("{c:?}"), &to.to_string(), Protocol::Tcp,

@@ -101,6 +101,30 @@ pub async fn sample(
     Ok(out)
 }
 
+/// Batches of `batch` attempts until every backend of `want` answered
+/// (or an attempt failed, or `max_batches` ran): "each endpoint seen at
+/// least once" without a flaky fixed count.
+pub async fn sample_until_all(
+    w: &World,
+    source: &Source,
+    to: SocketAddrV4,
+    protocol: Protocol,
+    want: &[SocketAddrV4],
+    batch: usize,
+    max_batches: usize,
+) -> anyhow::Result<Vec<Observed>> {
+    let mut seen = Vec::new();
+    for _ in 0..max_batches {
+        seen.extend(sample(w, source, to, protocol, batch, Duration::from_millis(1500)).await?);
+        let got = backends(&seen);
+        let failed = seen.iter().any(|o| !matches!(o, Observed::Answer { .. }));
+        if failed || want.iter().all(|b| got.contains(b)) {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
 /// `n` attempts one after another from one client process (affinity:
 /// the same client address every time).
 pub async fn sequence(

@@ -10,7 +10,6 @@ use super::cases::{
 use super::flows::Planned;
 use super::world::{Serve, Spec};
 use serde_norway::Value;
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// A table behaviour, ready to run.
@@ -311,15 +310,6 @@ pub fn slice_for(service: &Value, endpoints: &[EndpointSpec], c: &Conventions) -
     });
     serde_norway::to_value(j).unwrap_or(Value::Null)
 }
-
-/// Sets `spec.<key>` of a Service.
-pub fn set_spec(service: &mut Value, key: &str, value: Value) {
-    if let Some(Value::Mapping(spec)) = service.get_mut("spec") {
-        spec.insert(Value::String(key.into()), value);
-    }
-}
-
-pub type Sources = BTreeMap<String, Ipv4Addr>;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -573,12 +573,6 @@ impl World {
     pub fn teardown(mut self) -> Result<()> {
         self.sb.teardown().context("cannot remove the sandbox")
     }
-
-    pub fn agent_log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.sb.agent_log()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(8)..].join("\n")
-    }
 }
 
 /// One client process: `sluice workload probe` in a namespace.
