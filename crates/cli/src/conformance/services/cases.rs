@@ -141,6 +141,17 @@ pub enum Source {
     Unsupported(String),
 }
 
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Pod(ip) => write!(f, "pod {ip}"),
+            Source::Node(ip) => write!(f, "node {ip}"),
+            Source::External(ip) => write!(f, "external {ip}"),
+            Source::Unsupported(why) => write!(f, "({why})"),
+        }
+    }
+}
+
 impl Source {
     pub fn ip(&self) -> Option<Ipv4Addr> {
         match self {

@@ -350,7 +350,7 @@ pub async fn udp_backend_change(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport
         for (label, src, to) in &variants {
             let (_, seen, _) = udp_until(w, src, *to, src_port, None, Duration::from_millis(1)).await?;
             let ok = !answered(&seen);
-            r.flows.push(row(&format!("{label}: step 1, no backend yet"), &format!("{src:?}"), &to.to_string(), Protocol::Udp,
+            r.flows.push(row(&format!("{label}: step 1, no backend yet"), &src.to_string(), &to.to_string(), Protocol::Udp,
                 "no answer", &seen, ok, vec![]));
         }
         // Step 2: pod-server-1.
@@ -365,7 +365,7 @@ pub async fn udp_backend_change(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport
             );
             for ((label, src, to), res) in variants.iter().zip([a, b2, c]) {
                 let (hit, seen, took) = res?;
-                r.flows.push(row(&format!("{label}: {what}"), &format!("{src:?}"), &to.to_string(), Protocol::Udp,
+                r.flows.push(row(&format!("{label}: {what}"), &src.to_string(), &to.to_string(), Protocol::Udp,
                     &format!("answers from {want}"), &seen, hit, vec![format!("after {:.1} s", took.as_secs_f64())]));
             }
             Ok(())
@@ -490,7 +490,7 @@ pub async fn lifecycle(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
                 };
                 r.flows.push(row(
                     &format!("{step}: {}", names[i]),
-                    &format!("{c:?}"),
+                    &c.to_string(),
                     &to.to_string(),
                     Protocol::Tcp,
                     &expected,

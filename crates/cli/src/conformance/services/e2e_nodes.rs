@@ -118,7 +118,7 @@ pub async fn itp_local(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         let want = [SocketAddrV4::new(echo, target)];
         for (name, src) in [("same-node client (pod)", Source::Pod(client)), ("variant 2: same-node hostNetwork client", Source::Node(primary))] {
             let seen = sample(w, &src, to, Protocol::Tcp, 5, T).await?;
-            r.flows.push(row(name, &format!("{src:?}"), &to.to_string(), Protocol::Tcp, "echo-hostname-0", &seen, all_from(&seen, &want), vec![]));
+            r.flows.push(row(name, &src.to_string(), &to.to_string(), Protocol::Tcp, "echo-hostname-0", &seen, all_from(&seen, &want), vec![]));
         }
         r.flows.push(unsupported_row("other-node client", NO_NODE1));
         // Variant 3.
@@ -137,7 +137,7 @@ pub async fn itp_local(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         let want = [SocketAddrV4::new(primary, host_port)];
         for (name, src) in [("variant 3 (hostNetwork backend): pod client on node0", Source::Pod(client)), ("variant 3: hostNetwork client on node0", Source::Node(primary))] {
             let seen = sample(w, &src, to, Protocol::Tcp, 3, T).await?;
-            r.flows.push(row(name, &format!("{src:?}"), &to.to_string(), Protocol::Tcp, &format!("node0 ({primary}:{host_port})"), &seen, all_from(&seen, &want), vec![]));
+            r.flows.push(row(name, &src.to_string(), &to.to_string(), Protocol::Tcp, &format!("node0 ({primary}:{host_port})"), &seen, all_from(&seen, &want), vec![]));
         }
         r.flows.push(unsupported_row("variants 2 and 3: clients on node1", NO_NODE1));
         Ok(())
@@ -466,7 +466,7 @@ pub async fn matrix(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
                     continue;
                 }
                 for (tname, to) in [("ClusterIP", SocketAddrV4::new(vip, port)), ("nodeIP:nodePort", SocketAddrV4::new(primary, np))] {
-                    meta.push((format!("{cname} → {tname} {}", p.as_str()), format!("{src:?}"), to, p, t, src.clone()));
+                    meta.push((format!("{cname} → {tname} {}", p.as_str()), src.to_string(), to, p, t, src.clone()));
                 }
             }
         }

@@ -411,7 +411,7 @@ pub async fn proxy_name(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
                     };
                     let got = backends(&seen);
                     let ok = if up { t_pods.iter().all(|p| got.contains(p)) } else { !answered(&seen) };
-                    r.flows.push(row(&format!("{step}: {name}"), &format!("{c:?}"), &to.to_string(), Protocol::Tcp,
+                    r.flows.push(row(&format!("{step}: {name}"), &c.to_string(), &to.to_string(), Protocol::Tcp,
                         if up { "all 3 backends answer" } else { "does not answer" }, &seen, ok, vec![]));
                 }
             }
@@ -473,7 +473,7 @@ pub async fn host_network(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         for (name, src, to, p, tp) in rows {
             let seen = sample(w, &src, to, p, 2, T).await?;
             let want = [SocketAddrV4::new(primary, tp)];
-            r.flows.push(row(name, &format!("{src:?}"), &to.to_string(), p, &list(&want), &seen, ok_from(&seen, &want), vec![]));
+            r.flows.push(row(name, &src.to_string(), &to.to_string(), p, &list(&want), &seen, ok_from(&seen, &want), vec![]));
         }
         Ok(())
     })

@@ -122,6 +122,17 @@ async fn flow_events(world: &World) -> anyhow::Result<Vec<sluice_api::Flow>> {
     Ok(events)
 }
 
+/// The datapath's own record of dropping `f`, if any.
+fn dropped<'a>(events: &'a [sluice_api::Flow], f: &Flow) -> Option<&'a sluice_api::Flow> {
+    let client = f.source.ip()?;
+    events.iter().find(|ev| {
+        ev.verdict == sluice_api::Verdict::Dropped
+            && ev.source.ip == client
+            && ev.destination.ip == *f.to.ip()
+            && ev.destination.port == f.to.port()
+    })
+}
+
 /// The datapath's own record of forwarding `f` to a backend, if any.
 fn forwarded<'a>(events: &'a [sluice_api::Flow], f: &Flow) -> Option<&'a sluice_api::Flow> {
     let client = f.source.ip()?;
@@ -211,9 +222,9 @@ async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowRep
             }
             continue;
         }
-        let forwarded = forwarded(&events, f);
-        match forwarded {
-            Some(ev) => {
+        let is_drop = matches!(&planned[i].expect, Ok(e) if e.output == Output::Drop);
+        match (forwarded(&events, f), dropped(&events, f)) {
+            (Some(ev), _) => {
                 reports[i].verdict = Verdict::Fail;
                 reports[i].notes.push(format!(
                     "no answer reached the client, but the datapath forwarded it to {}:{} \
@@ -221,7 +232,19 @@ async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowRep
                     ev.translated_destination.ip, ev.translated_destination.port
                 ));
             }
-            None => reports[i]
+            (None, Some(ev)) if is_drop => reports[i].notes.push(format!(
+                "flow events: dropped by the datapath ({})",
+                ev.drop_reason.as_deref().unwrap_or("no reason given")
+            )),
+            (None, None) if is_drop => {
+                reports[i].verdict = Verdict::Fail;
+                reports[i].notes.push(
+                    "the client timed out, but the datapath reported no drop of it either \
+                     (the packet went elsewhere: not a proxy DROP)"
+                        .into(),
+                );
+            }
+            (None, _) => reports[i]
                 .notes
                 .push("flow events: not forwarded to any backend".into()),
         }
