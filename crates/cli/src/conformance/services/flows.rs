@@ -345,7 +345,7 @@ mod tests {
             peer: "10.180.0.2:40000".parse().unwrap(),
         };
         assert_eq!(
-            judged(&p, &e, &[good.clone()], &node, 0).verdict,
+            judged(&p, &e, std::slice::from_ref(&good), &node, 0).verdict,
             Verdict::Pass
         );
         let wrong = Observed::Answer {

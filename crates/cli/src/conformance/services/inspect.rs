@@ -45,8 +45,10 @@ pub async fn ignored(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
     let mut r = BehaviourReport::new(&b.id, &b.title);
     let services = seq(b.raw.get("setup").and_then(|s| s.get("services"))).to_vec();
     let names: Vec<String> = services.iter().map(name_of).collect();
-    let mut spec = Spec::default();
-    spec.docs = services.clone();
+    let mut spec = Spec {
+        docs: services.clone(),
+        ..Default::default()
+    };
     // svc-030's "probe 172.30.55.4:1235/UDP": the ClusterIP and port the
     // Service carries, from the unit tests' pod.
     let mut probes = Vec::new();

@@ -71,7 +71,7 @@ fn service_for(template: &Value, case: &str) -> Value {
                 Some("externalTrafficPolicy") => "eTP",
                 _ => "",
             };
-            let value = case.split(|c: char| c == ';' || c == ',').find_map(|part| {
+            let value = case.split([';', ',']).find_map(|part| {
                 let mut w = part.split_whitespace();
                 (w.next() == Some(abbrev)).then(|| w.next().map(str::to_string))?
             });

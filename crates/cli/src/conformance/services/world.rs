@@ -127,6 +127,8 @@ impl World {
     pub async fn build(conv: &Conventions, path: ProbePath, spec: &Spec) -> Result<World> {
         let sluice = std::env::current_exe().context("cannot find the sluice binary")?;
         let sb = Sandbox::create(SandboxOptions::default())?;
+        // Named on stderr so a test can check nothing of it remains.
+        eprintln!("sandbox {}: services world", sb.run_id());
         let mut w = World {
             api: sluice_api::Client::new(sb.agent_socket()),
             sb,
