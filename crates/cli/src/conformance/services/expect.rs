@@ -54,7 +54,7 @@ pub fn classify(o: &ProbeOutcome) -> Observed {
     let e = o.error.clone().unwrap_or_default();
     let l = e.to_ascii_lowercase();
     if l.contains("timed out")
-        || l.contains("os error 11")
+        || l.contains("(os error 11)")
         || l.contains("would block")
         || l.contains("temporarily unavailable")
         || l.contains("no sctp init-ack")
