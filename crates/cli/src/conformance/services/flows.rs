@@ -158,6 +158,12 @@ async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowRep
             match &p.expect {
                 Ok(e) => match e.output {
                     Output::Drop | Output::None => reports[*i].verdict == Verdict::Pass,
+                    // A node address refuses by itself (no listener): only
+                    // the datapath's refused-drop event shows the proxy did.
+                    Output::Reject => {
+                        reports[*i].verdict == Verdict::Pass
+                            && world.conv.node_ips.contains(p.flow.to.ip())
+                    }
                     // Cleared only when the only complaint is "no answer".
                     Output::Captured(_) => {
                         reports[*i].verdict == Verdict::Fail
@@ -180,7 +186,21 @@ async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowRep
     if drops.is_empty() {
         return;
     }
-    let events = match flow_events(world).await {
+    // The agent reads the datapath's ring buffer every 50 ms: give it a
+    // moment, and a second look if some flow has no event yet.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut got = flow_events(world).await;
+    let unexplained = |events: &[sluice_api::Flow]| {
+        drops.iter().any(|&i| {
+            let f = &planned[i].flow;
+            forwarded(events, f).is_none() && dropped(events, f).is_none()
+        })
+    };
+    if matches!(&got, Ok(ev) if unexplained(ev)) {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        got = flow_events(world).await;
+    }
+    let events = match got {
         Ok(e) => e,
         Err(e) => {
             for i in drops {
@@ -219,6 +239,23 @@ async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowRep
                 None => reports[i]
                     .notes
                     .push("flow events: not forwarded to any backend either".into()),
+            }
+            continue;
+        }
+        if matches!(&planned[i].expect, Ok(e) if e.output == Output::Reject) {
+            match dropped(&events, f).filter(|ev| ev.refused) {
+                Some(ev) => reports[i].notes.push(format!(
+                    "flow events: refused by the datapath ({})",
+                    ev.drop_reason.as_deref().unwrap_or("no reason given")
+                )),
+                None => {
+                    reports[i].verdict = Verdict::Fail;
+                    reports[i].notes.push(
+                        "refused, but the datapath reported no refusal: the node's own stack \
+                         answered (nothing listens there), the proxy did not reject it"
+                            .into(),
+                    );
+                }
             }
             continue;
         }
