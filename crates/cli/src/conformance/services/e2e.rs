@@ -339,7 +339,8 @@ pub async fn udp_backend_change(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport
     with_world(ctx, b, spec, async |w, r| {
         adapted(r, &format!(
             "one node: client, pod-server-1 and pod-server-2 are local pods (upstream puts the servers on node1); \
-             fixed source port {src_port}; 'within 1 min' shortened to 15 s; the selector is the runner's (app: svc-udp), type NodePort so both variants share it"
+             fixed source port {src_port} ({} for the NodePort variant, which runs alongside from the same pod); 'within 1 min' shortened to 15 s; the selector is the runner's (app: svc-udp), type NodePort so both variants share it",
+            src_port + 1
         ));
         let variants = [
             ("ClusterIP", Source::Pod(client), SocketAddrV4::new(vip, port)),
@@ -347,8 +348,9 @@ pub async fn udp_backend_change(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport
             ("ClusterIP, hostNetwork client", Source::Node(primary), SocketAddrV4::new(vip, port)),
         ];
         // Step 1: clients send before any backend exists.
-        for (label, src, to) in &variants {
-            let (_, seen, _) = udp_until(w, src, *to, src_port, None, Duration::from_millis(1)).await?;
+        for (k, (label, src, to)) in variants.iter().enumerate() {
+            let port = if k == 1 { src_port + 1 } else { src_port };
+            let (_, seen, _) = udp_until(w, src, *to, port, None, Duration::from_millis(1)).await?;
             let ok = !answered(&seen);
             r.flows.push(row(&format!("{label}: step 1, no backend yet"), &src.to_string(), &to.to_string(), Protocol::Udp,
                 "no answer", &seen, ok, vec![]));
@@ -358,9 +360,11 @@ pub async fn udp_backend_change(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport
         w.apply(&[to_value(service.clone()), pod_doc(s1, labels.clone(), json!([]))]).await?;
         let step = async |w: &World, r: &mut BehaviourReport, what: &str, want: Ipv4Addr| -> Result<()> {
             // The variants wait side by side: a failing one costs its window once.
+            // The two pod variants run at once from the same pod, so the
+            // NodePort one uses the next port (one 5-tuple each).
             let (a, b2, c) = tokio::join!(
                 udp_until(w, &variants[0].1, variants[0].2, src_port, Some(want), WINDOW),
-                udp_until(w, &variants[1].1, variants[1].2, src_port, Some(want), WINDOW),
+                udp_until(w, &variants[1].1, variants[1].2, src_port + 1, Some(want), WINDOW),
                 udp_until(w, &variants[2].1, variants[2].2, src_port, Some(want), WINDOW),
             );
             for ((label, src, to), res) in variants.iter().zip([a, b2, c]) {
