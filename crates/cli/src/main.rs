@@ -186,6 +186,9 @@ enum WorkloadCmd {
         /// Source address (and port, unless 0) of the client's socket.
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
+        /// Bytes tcp-read and the UDP kinds send (0: a small request).
+        #[arg(long, default_value_t = 0)]
+        payload_bytes: usize,
         /// Targets, tried round-robin.
         #[arg(required = true)]
         targets: Vec<std::net::SocketAddr>,
@@ -390,8 +393,9 @@ async fn main() -> std::process::ExitCode {
             count,
             timeout_ms,
             bind,
+            payload_bytes,
             targets,
-        }) => probe(&kind, count, timeout_ms, bind, &targets),
+        }) => probe(&kind, count, timeout_ms, bind, payload_bytes, &targets),
         Command::Workload(WorkloadCmd::BenchClient {
             samples,
             cps_ms,
@@ -412,6 +416,7 @@ fn probe(
     count: usize,
     timeout_ms: u64,
     bind: Option<std::net::SocketAddr>,
+    payload: usize,
     targets: &[std::net::SocketAddr],
 ) -> Result<()> {
     let kind = sluice_testbed::ProbeKind::parse(kind)
@@ -419,6 +424,7 @@ fn probe(
     let outcomes = sluice_testbed::run_probe_bound(
         kind,
         bind,
+        payload,
         targets,
         count,
         Duration::from_millis(timeout_ms),

@@ -147,10 +147,17 @@ fn tcp_read(
     target: SocketAddr,
     bind: Option<SocketAddr>,
     timeout: Duration,
+    payload: usize,
 ) -> std::io::Result<(SocketAddr, String)> {
     let mut s = tcp_connect(target, bind, timeout)?;
     let peer = s.peer_addr()?;
     s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    if payload > 0 {
+        s.write_all(&vec![b'x'; payload])?;
+    }
+    // The whoami server reads until the client's side is closed.
+    s.shutdown(std::net::Shutdown::Write)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     Ok((peer, String::from_utf8_lossy(&raw).trim().to_string()))
@@ -173,7 +180,13 @@ fn udp(
     timeout: Duration,
     connected: bool,
     bind: Option<SocketAddr>,
+    payload: usize,
 ) -> std::io::Result<(SocketAddr, String)> {
+    let data = if payload > 0 {
+        vec![b'x'; payload]
+    } else {
+        b"probe".to_vec()
+    };
     let s = match bind {
         Some(b) => UdpSocket::bind(b)?,
         None => UdpSocket::bind(("0.0.0.0", 0))?,
@@ -182,11 +195,11 @@ fn udp(
     let mut buf = vec![0u8; 2048];
     let (n, peer) = if connected {
         s.connect(target)?;
-        s.send(b"probe")?;
+        s.send(&data)?;
         let n = s.recv(&mut buf)?;
         (n, s.peer_addr()?)
     } else {
-        s.send_to(b"probe", target)?;
+        s.send_to(&data, target)?;
         s.recv_from(&mut buf)?
     };
     Ok((peer, String::from_utf8_lossy(&buf[..n]).into_owned()))
@@ -289,15 +302,18 @@ pub fn run_probe(
     count: usize,
     timeout: Duration,
 ) -> Vec<ProbeOutcome> {
-    run_probe_bound(kind, None, targets, count, timeout)
+    run_probe_bound(kind, None, 0, targets, count, timeout)
 }
 
 /// Like [`run_probe`] with the client's source address (and port, when
 /// not 0) fixed: an external client's address, or one UDP 5-tuple reused
 /// by every attempt. `connect` and `http` and `udp-held` ignore it.
+/// `payload` bytes (0: the usual small request) are what `tcp-read` and
+/// the UDP kinds send.
 pub fn run_probe_bound(
     kind: ProbeKind,
     bind: Option<SocketAddr>,
+    payload: usize,
     targets: &[SocketAddr],
     count: usize,
     timeout: Duration,
@@ -313,12 +329,12 @@ pub fn run_probe_bound(
         for &t in targets {
             let r = match kind {
                 ProbeKind::Http => http(t, timeout),
-                ProbeKind::UdpConnected => udp(t, timeout, true, bind),
-                ProbeKind::UdpUnconnected => udp(t, timeout, false, bind),
+                ProbeKind::UdpConnected => udp(t, timeout, true, bind, payload),
+                ProbeKind::UdpUnconnected => udp(t, timeout, false, bind, payload),
                 ProbeKind::Connect => connect(t, timeout),
-                ProbeKind::UdpHeld => udp(t, timeout, true, bind),
+                ProbeKind::UdpHeld => udp(t, timeout, true, bind, payload),
                 ProbeKind::Sctp => crate::sctp::probe_from(t, bind, timeout),
-                ProbeKind::TcpRead => tcp_read(t, bind, timeout),
+                ProbeKind::TcpRead => tcp_read(t, bind, timeout, payload),
             };
             out.push(outcome(t, r));
         }
@@ -337,7 +353,7 @@ pub fn probe_in(
     timeout: Duration,
 ) -> Result<Vec<ProbeOutcome>> {
     probe_in_bound(
-        sluice_bin, netns, cgroup, kind, None, targets, count, timeout,
+        sluice_bin, netns, cgroup, kind, None, 0, targets, count, timeout,
     )
 }
 
@@ -349,6 +365,7 @@ pub fn probe_in_bound(
     cgroup: Option<&Path>,
     kind: ProbeKind,
     bind: Option<SocketAddr>,
+    payload: usize,
     targets: &[SocketAddr],
     count: usize,
     timeout: Duration,
@@ -361,6 +378,9 @@ pub fn probe_in_bound(
         .arg(timeout.as_millis().to_string());
     if let Some(b) = bind {
         c.arg("--bind").arg(b.to_string());
+    }
+    if payload > 0 {
+        c.arg("--payload-bytes").arg(payload.to_string());
     }
     for t in targets {
         c.arg(t.to_string());

@@ -2,10 +2,13 @@
 //! is `<backend ip:port> <peer ip:port>` (the address the connection
 //! reached and the client address the backend saw), for the Services
 //! conformance runner's backend and masquerade checks. Kept apart from
-//! the echo workload so the two evolve separately.
+//! the echo workload so the two evolve separately. After the answer, the
+//! TCP server reads what the client sends until it closes its side and
+//! reports `received <bytes>`; the UDP answer ends with the same, so a
+//! client can tell a large request arrived whole.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
 /// Parses an answer back into (backend, peer).
@@ -16,7 +19,14 @@ pub fn parse_answer(s: &str) -> Option<(SocketAddr, SocketAddr)> {
     Some((backend, peer))
 }
 
-/// TCP: on accept, writes the answer and closes.
+/// The byte count a `received <n>` answer reports.
+pub fn received(s: &str) -> Option<usize> {
+    let (_, rest) = s.rsplit_once("received ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// TCP: on accept, writes the answer; then counts what the client sends
+/// until it shuts its side, says `received <n>` and closes.
 pub async fn tcp_whoami(l: TcpListener) {
     loop {
         let Ok((mut s, peer)) = l.accept().await else {
@@ -24,7 +34,21 @@ pub async fn tcp_whoami(l: TcpListener) {
         };
         tokio::spawn(async move {
             let Ok(local) = s.local_addr() else { return };
-            let _ = s.write_all(format!("{local} {peer}\n").as_bytes()).await;
+            if s.write_all(format!("{local} {peer}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut n = 0usize;
+            let mut buf = vec![0u8; 16384];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+            let _ = s.write_all(format!("received {n}\n").as_bytes()).await;
             let _ = s.shutdown().await;
         });
     }
@@ -36,9 +60,9 @@ pub async fn udp_whoami(s: UdpSocket, ip: Ipv4Addr) {
     let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut buf = vec![0u8; 65536];
     loop {
-        if let Ok((_, peer)) = s.recv_from(&mut buf).await {
+        if let Ok((n, peer)) = s.recv_from(&mut buf).await {
             let _ = s
-                .send_to(format!("{ip}:{port} {peer}").as_bytes(), peer)
+                .send_to(format!("{ip}:{port} {peer} received {n}").as_bytes(), peer)
                 .await;
         }
     }
@@ -60,5 +84,10 @@ mod tests {
             ))
         );
         assert_eq!(parse_answer("INIT-ACK"), None);
+        assert_eq!(
+            received("10.0.0.1:80 10.0.0.2:9\nreceived 2000\n"),
+            Some(2000)
+        );
+        assert_eq!(received("10.0.0.1:80 10.0.0.2:9"), None);
     }
 }

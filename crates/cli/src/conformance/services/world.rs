@@ -553,6 +553,7 @@ impl World {
             to,
             count,
             timeout,
+            payload: 0,
         })
     }
 
@@ -587,6 +588,8 @@ pub struct ProbeJob {
     to: SocketAddrV4,
     count: usize,
     timeout: Duration,
+    /// Bytes each attempt sends (0: a small request).
+    pub payload: usize,
 }
 
 impl ProbeJob {
@@ -598,6 +601,7 @@ impl ProbeJob {
             self.cgroup.as_deref(),
             self.kind,
             self.bind,
+            self.payload,
             &[SocketAddr::V4(self.to)],
             self.count,
             self.timeout,
