@@ -32,10 +32,14 @@ bench: setup
 # NetworkPolicy conformance: the upstream-derived cases of tests/cases/netpol
 # replayed on real packets in the sandbox (9 pods, every pair probed through
 # its Service ClusterIP), once through socket-level LB and once per packet.
-# Needs root. `make test` runs the same through crates/cli/tests/conformance.rs.
+# Then every behaviour of tests/cases/services.yaml (Service proxying) on
+# real connections, a fresh sandbox world per behaviour.
+# Needs root. `make test` runs the same through crates/cli/tests/conformance.rs
+# and crates/cli/tests/services_conformance.rs.
 conformance: build
 	./target/debug/sluice conformance netpol --cases tests/cases/netpol --path socket
 	./target/debug/sluice conformance netpol --cases tests/cases/netpol --path tc
+	./target/debug/sluice conformance services --cases tests/cases/services.yaml
 
 clean-sandboxes:
 	./target/debug/sluice sandbox down

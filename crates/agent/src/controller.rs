@@ -378,7 +378,7 @@ impl Controller {
             Command::Allocate(req, reply) => {
                 let r = self
                     .ipam
-                    .allocate(&req.container_id, &req.namespace, &req.pod)
+                    .allocate_ip(&req.container_id, &req.namespace, &req.pod, req.ip)
                     .map(|a| IpamAllocation {
                         ip: a.ip,
                         prefix_len: 32,
@@ -387,6 +387,11 @@ impl Controller {
                     .map_err(|e| match e {
                         IpamError::Exhausted { .. } => {
                             Failure::new(507, "ipam_exhausted", e.to_string())
+                        }
+                        IpamError::OutsideCidr { .. }
+                        | IpamError::Reserved { .. }
+                        | IpamError::InUse { .. } => {
+                            Failure::new(409, "ipam_unavailable", e.to_string())
                         }
                         IpamError::Persist(_) => Failure::new(500, "state", e.to_string()),
                     });

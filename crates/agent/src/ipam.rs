@@ -15,6 +15,16 @@ use std::path::PathBuf;
 pub enum IpamError {
     #[error("no free address left in pod CIDR {cidr} ({used} in use)")]
     Exhausted { cidr: Ipv4Net, used: usize },
+    #[error("requested address {ip} is outside the pod CIDR {cidr}")]
+    OutsideCidr { ip: Ipv4Addr, cidr: Ipv4Net },
+    #[error("requested address {ip} is reserved in the pod CIDR {cidr} (network, broadcast or the node's first address)")]
+    Reserved { ip: Ipv4Addr, cidr: Ipv4Net },
+    #[error("requested address {ip} is already allocated to pod {namespace}/{pod}")]
+    InUse {
+        ip: Ipv4Addr,
+        namespace: String,
+        pod: String,
+    },
     #[error(transparent)]
     Persist(#[from] PersistError),
 }
@@ -54,11 +64,31 @@ impl Ipam {
         namespace: &str,
         pod: &str,
     ) -> Result<Allocation, IpamError> {
+        self.allocate_ip(container_id, namespace, pod, None)
+    }
+
+    /// Like [`Ipam::allocate`], but `requested` asks for exactly that
+    /// address: it is granted if it is inside the pod CIDR, not reserved
+    /// and free, else the error names it. A retried ADD of the same
+    /// container gets its existing allocation back only if it matches.
+    pub fn allocate_ip(
+        &mut self,
+        container_id: &str,
+        namespace: &str,
+        pod: &str,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<Allocation, IpamError> {
         if let Some(a) = self.allocations.get(container_id) {
-            return Ok(a.clone());
+            if requested.is_none_or(|ip| ip == a.ip) {
+                return Ok(a.clone());
+            }
         }
-        let used: std::collections::BTreeSet<Ipv4Addr> =
-            self.allocations.values().map(|a| a.ip).collect();
+        let used: std::collections::BTreeMap<Ipv4Addr, &Allocation> = self
+            .allocations
+            .iter()
+            .filter(|(id, _)| id.as_str() != container_id)
+            .map(|(_, a)| (a.ip, a))
+            .collect();
         // The network address, the broadcast address and .1 (kept for the
         // node's own use) are never handed out.
         let reserved = [
@@ -66,14 +96,39 @@ impl Ipam {
             self.cidr.broadcast(),
             first_host(self.cidr),
         ];
-        let ip = self
-            .cidr
-            .hosts()
-            .find(|ip| !used.contains(ip) && !reserved.contains(ip))
-            .ok_or(IpamError::Exhausted {
-                cidr: self.cidr,
-                used: used.len(),
-            })?;
+        let ip = match requested {
+            Some(ip) => {
+                if !self.cidr.contains(&ip) {
+                    return Err(IpamError::OutsideCidr {
+                        ip,
+                        cidr: self.cidr,
+                    });
+                }
+                if reserved.contains(&ip) {
+                    return Err(IpamError::Reserved {
+                        ip,
+                        cidr: self.cidr,
+                    });
+                }
+                if let Some(a) = used.get(&ip) {
+                    return Err(IpamError::InUse {
+                        ip,
+                        namespace: a.namespace.clone(),
+                        pod: a.pod.clone(),
+                    });
+                }
+                ip
+            }
+            None => self
+                .cidr
+                .hosts()
+                .find(|ip| !used.contains_key(ip) && !reserved.contains(ip))
+                .ok_or(IpamError::Exhausted {
+                    cidr: self.cidr,
+                    used: used.len(),
+                })?,
+        };
+        let previous = self.allocations.get(container_id).cloned();
         let a = Allocation {
             ip,
             namespace: namespace.to_string(),
@@ -81,7 +136,10 @@ impl Ipam {
         };
         self.allocations.insert(container_id.to_string(), a.clone());
         if let Err(e) = persist::store(&self.path, &self.allocations) {
-            self.allocations.remove(container_id);
+            match previous {
+                Some(p) => self.allocations.insert(container_id.to_string(), p),
+                None => self.allocations.remove(container_id),
+            };
             return Err(e.into());
         }
         Ok(a)
@@ -142,6 +200,39 @@ mod tests {
                 .unwrap()
                 .ip,
             first.ip
+        );
+    }
+
+    #[test]
+    fn a_requested_address_is_granted_exactly_or_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut i = ipam(&dir, "10.0.0.0/8");
+        let want = Ipv4Addr::new(10, 180, 0, 2);
+        let a = i.allocate_ip("c1", "d", "a", Some(want)).unwrap();
+        assert_eq!(a.ip, want);
+        // Idempotent for the same container.
+        assert_eq!(i.allocate_ip("c1", "d", "a", Some(want)).unwrap(), a);
+        // Taken by another pod: the error names the address and the holder.
+        let e = i.allocate_ip("c2", "d", "b", Some(want)).unwrap_err();
+        assert!(matches!(e, IpamError::InUse { .. }), "{e}");
+        assert!(e.to_string().contains("10.180.0.2"), "{e}");
+        assert!(e.to_string().contains("d/a"), "{e}");
+        // Outside the CIDR, and reserved addresses.
+        let e = i
+            .allocate_ip("c3", "d", "c", Some(Ipv4Addr::new(192, 168, 0, 2)))
+            .unwrap_err();
+        assert!(matches!(e, IpamError::OutsideCidr { .. }), "{e}");
+        assert!(e.to_string().contains("192.168.0.2"), "{e}");
+        for ip in [Ipv4Addr::new(10, 0, 0, 0), Ipv4Addr::new(10, 0, 0, 1)] {
+            let e = i.allocate_ip("c4", "d", "x", Some(ip)).unwrap_err();
+            assert!(matches!(e, IpamError::Reserved { .. }), "{e}");
+        }
+        // Persisted like any allocation; automatic allocation skips it.
+        let mut again = ipam(&dir, "10.0.0.0/8");
+        assert!(again.allocate_ip("c5", "d", "e", Some(want)).is_err());
+        assert_eq!(
+            again.allocate("c6", "d", "f").unwrap().ip,
+            Ipv4Addr::new(10, 0, 0, 2)
         );
     }
 

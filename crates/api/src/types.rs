@@ -15,6 +15,10 @@ pub struct IpamRequest {
     pub container_id: String,
     pub namespace: String,
     pub pod: String,
+    /// This exact address (CNI_ARGS `IP=`, the host-local convention):
+    /// granted only if it is inside the pod CIDR and free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

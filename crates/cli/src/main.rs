@@ -153,6 +153,15 @@ enum WorkloadCmd {
         /// Port whose SCTP INITs get an INIT-ACK, via a raw socket (repeatable).
         #[arg(long)]
         sctp: Vec<u16>,
+        /// TCP port answering `<backend ip:port> <peer ip:port>` on accept (repeatable).
+        #[arg(long)]
+        whoami_tcp: Vec<u16>,
+        /// UDP port answering `<whoami-ip:port> <peer ip:port>` (repeatable).
+        #[arg(long)]
+        whoami_udp: Vec<u16>,
+        /// The pod's address, named in UDP whoami answers.
+        #[arg(long)]
+        whoami_ip: Option<std::net::Ipv4Addr>,
     },
     /// The benchmark's client as a pod process (sluice-socket mode).
     BenchClient {
@@ -174,6 +183,12 @@ enum WorkloadCmd {
         count: usize,
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// Source address (and port, unless 0) of the client's socket.
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+        /// Bytes tcp-read and the UDP kinds send (0: a small request).
+        #[arg(long, default_value_t = 0)]
+        payload_bytes: usize,
         /// Targets, tried round-robin.
         #[arg(required = true)]
         targets: Vec<std::net::SocketAddr>,
@@ -394,12 +409,18 @@ async fn main() -> std::process::ExitCode {
             udp,
             http,
             sctp,
+            whoami_tcp,
+            whoami_udp,
+            whoami_ip,
         }) => sluice_testbed::serve_workload(sluice_testbed::WorkloadOptions {
             name,
             tcp,
             udp,
             http,
             sctp,
+            whoami_tcp,
+            whoami_udp,
+            whoami_ip,
         })
         .await
         .context("workload failed"),
@@ -407,8 +428,10 @@ async fn main() -> std::process::ExitCode {
             kind,
             count,
             timeout_ms,
+            bind,
+            payload_bytes,
             targets,
-        }) => probe(&kind, count, timeout_ms, &targets),
+        }) => probe(&kind, count, timeout_ms, bind, payload_bytes, &targets),
         Command::Workload(WorkloadCmd::BenchClient {
             samples,
             cps_ms,
@@ -428,12 +451,20 @@ fn probe(
     kind: &str,
     count: usize,
     timeout_ms: u64,
+    bind: Option<std::net::SocketAddr>,
+    payload: usize,
     targets: &[std::net::SocketAddr],
 ) -> Result<()> {
     let kind = sluice_testbed::ProbeKind::parse(kind)
         .with_context(|| format!("unknown probe kind {kind:?}"))?;
-    let outcomes =
-        sluice_testbed::run_probe(kind, targets, count, Duration::from_millis(timeout_ms));
+    let outcomes = sluice_testbed::run_probe_bound(
+        kind,
+        bind,
+        payload,
+        targets,
+        count,
+        Duration::from_millis(timeout_ms),
+    );
     for o in outcomes {
         println!("{}", serde_json::to_string(&o)?);
     }

@@ -135,6 +135,22 @@ impl CniEnv {
         Ok(name)
     }
 
+    /// `IP=<ipv4>` in CNI_ARGS (the host-local plugin's convention, a
+    /// `/prefix` is tolerated and ignored): the pod wants exactly that
+    /// address. Anything else is an invalid environment, not ignored.
+    pub fn requested_ip(&self) -> Result<Option<std::net::Ipv4Addr>, CniError> {
+        let Some(v) = self.args.get("IP") else {
+            return Ok(None);
+        };
+        let addr = v.split('/').next().unwrap_or(v).trim();
+        addr.parse().map(Some).map_err(|_| {
+            CniError::new(
+                ErrorCode::InvalidEnv,
+                format!("CNI_ARGS IP={v:?} is not an IPv4 address"),
+            )
+        })
+    }
+
     /// Namespace and name of the pod, from CNI_ARGS. Runtimes outside
     /// Kubernetes do not pass them; the container id then names the pod so
     /// the agent still gets a stable identity.
@@ -244,6 +260,25 @@ mod tests {
         assert!(validate_ifname("eth0").is_ok());
         assert!(validate_ifname("a-very-long-ifname").is_err());
         assert!(validate_ifname("a/b").is_err());
+    }
+
+    #[test]
+    fn requested_ip_from_cni_args() {
+        let env = |args: &str| {
+            CniEnv::from_vars(&vars(&[("CNI_COMMAND", "ADD"), ("CNI_ARGS", args)])).expect("env")
+        };
+        assert_eq!(
+            env("IgnoreUnknown=1;IP=10.180.0.2").requested_ip().ok(),
+            Some(Some(std::net::Ipv4Addr::new(10, 180, 0, 2)))
+        );
+        assert_eq!(
+            env("IP=10.180.0.2/32").requested_ip().ok(),
+            Some(Some(std::net::Ipv4Addr::new(10, 180, 0, 2)))
+        );
+        assert_eq!(env("K8S_POD_NAME=a").requested_ip().ok(), Some(None));
+        let err = env("IP=fd00::1").requested_ip().expect_err("not v4");
+        assert_eq!(err.code, ErrorCode::InvalidEnv);
+        assert!(err.msg.contains("fd00::1"), "{}", err.msg);
     }
 
     #[test]

@@ -90,12 +90,14 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
     // must not cost an IP allocation.
     netns_exists(netns)?;
     let (namespace, pod) = env.pod_identity(container_id);
+    let requested_ip = env.requested_ip()?;
     let agent = Agent::new(&conf.agent_socket)?;
 
     let alloc = agent.allocate(&IpamRequest {
         container_id: container_id.to_string(),
         namespace: namespace.clone(),
         pod: pod.clone(),
+        ip: requested_ip,
     })?;
     let mut undo = vec![Undo::ReleaseIp];
     let res = wire_and_register(

@@ -20,6 +20,8 @@ pub struct Invocation {
     pub pod: String,
     pub config: String,
     pub timeout: Duration,
+    /// Ask for this address (CNI_ARGS `IP=`).
+    pub ip: Option<Ipv4Addr>,
 }
 
 pub fn net_config(agent_socket: &Path) -> String {
@@ -50,8 +52,11 @@ pub fn invoke(inv: &Invocation) -> Result<String> {
         .env(
             "CNI_ARGS",
             format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
-                inv.namespace, inv.pod, inv.container_id
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}{}",
+                inv.namespace,
+                inv.pod,
+                inv.container_id,
+                inv.ip.map(|ip| format!(";IP={ip}")).unwrap_or_default()
             ),
         )
         .env("CNI_PATH", cni_path)

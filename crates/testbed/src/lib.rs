@@ -12,6 +12,7 @@ mod client;
 mod cmd;
 mod cni;
 mod error;
+mod extra_netns;
 mod names;
 mod netns;
 mod probe;
@@ -19,14 +20,16 @@ mod sandbox;
 pub mod sctp;
 mod spawn;
 pub mod state;
+pub mod whoami;
 mod workload;
 
 pub use bins::find_binary;
 pub use client::{http_get, http_get_path, tcp_request, udp_request, RequestError};
 pub use error::{Result, TestbedError};
+pub use extra_netns::ip_in;
 pub use names::{is_run_id, PREFIX};
 pub use netns::{netns_path, run_in_netns, sysctl_in};
-pub use probe::{probe_in, run_probe, ProbeKind, ProbeOutcome};
+pub use probe::{probe_in, probe_in_bound, run_probe, run_probe_bound, ProbeKind, ProbeOutcome};
 pub use sandbox::{
     Pod, Sandbox, SandboxOptions, ServePorts, WorkloadPorts, NODE_DEVICE, OUTSIDE_DEVICE,
     POD_IFNAME, SERVICE_CIDR,

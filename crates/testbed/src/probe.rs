@@ -34,6 +34,9 @@ pub enum ProbeKind {
     /// SCTP INIT through a raw socket, INIT-ACK expected (see `sctp`):
     /// works without the kernel's SCTP stack.
     Sctp,
+    /// TCP connect, then read what the server sends until it closes (the
+    /// `whoami` servers answer on accept).
+    TcpRead,
 }
 
 /// Pause between the attempts of [`ProbeKind::UdpHeld`].
@@ -48,6 +51,7 @@ impl ProbeKind {
             ProbeKind::Connect => "connect",
             ProbeKind::UdpHeld => "udp-held",
             ProbeKind::Sctp => "sctp",
+            ProbeKind::TcpRead => "tcp-read",
         }
     }
 
@@ -59,6 +63,7 @@ impl ProbeKind {
             ProbeKind::Connect,
             ProbeKind::UdpHeld,
             ProbeKind::Sctp,
+            ProbeKind::TcpRead,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -121,6 +126,43 @@ fn outcome(target: SocketAddr, r: std::io::Result<(SocketAddr, String)>) -> Prob
     }
 }
 
+/// A TCP connection from `bind` (address and port; port 0: any), or from
+/// wherever the kernel picks.
+fn tcp_connect(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let Some(bind) = bind else {
+        return TcpStream::connect_timeout(&target, timeout);
+    };
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&bind.into())?;
+    s.connect_timeout(&target.into(), timeout)?;
+    Ok(s.into())
+}
+
+fn tcp_read(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    timeout: Duration,
+    payload: usize,
+) -> std::io::Result<(SocketAddr, String)> {
+    let mut s = tcp_connect(target, bind, timeout)?;
+    let peer = s.peer_addr()?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    if payload > 0 {
+        s.write_all(&vec![b'x'; payload])?;
+    }
+    // The whoami server reads until the client's side is closed.
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    Ok((peer, String::from_utf8_lossy(&raw).trim().to_string()))
+}
+
 fn http(target: SocketAddr, timeout: Duration) -> std::io::Result<(SocketAddr, String)> {
     let mut s = TcpStream::connect_timeout(&target, timeout)?;
     let peer = s.peer_addr()?;
@@ -137,17 +179,27 @@ fn udp(
     target: SocketAddr,
     timeout: Duration,
     connected: bool,
+    bind: Option<SocketAddr>,
+    payload: usize,
 ) -> std::io::Result<(SocketAddr, String)> {
-    let s = UdpSocket::bind(("0.0.0.0", 0))?;
+    let data = if payload > 0 {
+        vec![b'x'; payload]
+    } else {
+        b"probe".to_vec()
+    };
+    let s = match bind {
+        Some(b) => UdpSocket::bind(b)?,
+        None => UdpSocket::bind(("0.0.0.0", 0))?,
+    };
     s.set_read_timeout(Some(timeout))?;
     let mut buf = vec![0u8; 2048];
     let (n, peer) = if connected {
         s.connect(target)?;
-        s.send(b"probe")?;
+        s.send(&data)?;
         let n = s.recv(&mut buf)?;
         (n, s.peer_addr()?)
     } else {
-        s.send_to(b"probe", target)?;
+        s.send_to(&data, target)?;
         s.recv_from(&mut buf)?
     };
     Ok((peer, String::from_utf8_lossy(&buf[..n]).into_owned()))
@@ -250,6 +302,22 @@ pub fn run_probe(
     count: usize,
     timeout: Duration,
 ) -> Vec<ProbeOutcome> {
+    run_probe_bound(kind, None, 0, targets, count, timeout)
+}
+
+/// Like [`run_probe`] with the client's source address (and port, when
+/// not 0) fixed: an external client's address, or one UDP 5-tuple reused
+/// by every attempt. `connect` and `http` and `udp-held` ignore it.
+/// `payload` bytes (0: the usual small request) are what `tcp-read` and
+/// the UDP kinds send.
+pub fn run_probe_bound(
+    kind: ProbeKind,
+    bind: Option<SocketAddr>,
+    payload: usize,
+    targets: &[SocketAddr],
+    count: usize,
+    timeout: Duration,
+) -> Vec<ProbeOutcome> {
     if kind == ProbeKind::UdpHeld {
         return targets
             .iter()
@@ -261,11 +329,12 @@ pub fn run_probe(
         for &t in targets {
             let r = match kind {
                 ProbeKind::Http => http(t, timeout),
-                ProbeKind::UdpConnected => udp(t, timeout, true),
-                ProbeKind::UdpUnconnected => udp(t, timeout, false),
+                ProbeKind::UdpConnected => udp(t, timeout, true, bind, payload),
+                ProbeKind::UdpUnconnected => udp(t, timeout, false, bind, payload),
                 ProbeKind::Connect => connect(t, timeout),
-                ProbeKind::UdpHeld => udp(t, timeout, true),
-                ProbeKind::Sctp => crate::sctp::probe(t, timeout),
+                ProbeKind::UdpHeld => udp(t, timeout, true, bind, payload),
+                ProbeKind::Sctp => crate::sctp::probe_from(t, bind, timeout),
+                ProbeKind::TcpRead => tcp_read(t, bind, timeout, payload),
             };
             out.push(outcome(t, r));
         }
@@ -283,12 +352,36 @@ pub fn probe_in(
     count: usize,
     timeout: Duration,
 ) -> Result<Vec<ProbeOutcome>> {
+    probe_in_bound(
+        sluice_bin, netns, cgroup, kind, None, 0, targets, count, timeout,
+    )
+}
+
+/// [`probe_in`] with `--bind` (see [`run_probe_bound`]).
+#[allow(clippy::too_many_arguments)]
+pub fn probe_in_bound(
+    sluice_bin: &Path,
+    netns: &Path,
+    cgroup: Option<&Path>,
+    kind: ProbeKind,
+    bind: Option<SocketAddr>,
+    payload: usize,
+    targets: &[SocketAddr],
+    count: usize,
+    timeout: Duration,
+) -> Result<Vec<ProbeOutcome>> {
     let mut c = Command::new(sluice_bin);
     c.args(["workload", "probe", "--kind", kind.as_str()])
         .arg("--count")
         .arg(count.to_string())
         .arg("--timeout-ms")
         .arg(timeout.as_millis().to_string());
+    if let Some(b) = bind {
+        c.arg("--bind").arg(b.to_string());
+    }
+    if payload > 0 {
+        c.arg("--payload-bytes").arg(payload.to_string());
+    }
     for t in targets {
         c.arg(t.to_string());
     }

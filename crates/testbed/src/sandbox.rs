@@ -97,7 +97,7 @@ pub struct Sandbox {
     run_id: String,
     octet: u8,
     state_dir: PathBuf,
-    state: State,
+    pub(crate) state: State,
     pods_cgroup: PathBuf,
     agent_cgroup: PathBuf,
     manifests: PathBuf,
@@ -105,7 +105,7 @@ pub struct Sandbox {
     pods: Vec<Pod>,
     next_pod: u32,
     agent: Option<AgentProc>,
-    workloads: Vec<Child>,
+    pub(crate) workloads: Vec<Child>,
     torn_down: bool,
 }
 
@@ -286,7 +286,7 @@ impl Sandbox {
         &self.pods
     }
 
-    fn live(&self) -> Result<()> {
+    pub(crate) fn live(&self) -> Result<()> {
         if self.torn_down {
             Err(TestbedError::TornDown)
         } else {
@@ -402,6 +402,18 @@ impl Sandbox {
     /// Creates a pod netns and runs `sluice-cni ADD` for it from the node
     /// netns, exactly as a runtime would.
     pub async fn add_pod(&mut self, namespace: &str, name: &str) -> Result<Pod> {
+        self.add_pod_at(namespace, name, None).await
+    }
+
+    /// Like [`Sandbox::add_pod`]; `ip` asks the CNI plugin for exactly
+    /// that address (CNI_ARGS `IP=`), which the agent's IPAM grants if it
+    /// is inside its pod CIDR and free.
+    pub async fn add_pod_at(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Pod> {
         self.live()?;
         let n = self.next_pod;
         self.next_pod += 1;
@@ -411,7 +423,8 @@ impl Sandbox {
         self.state.save(&self.state_dir)?;
         cmd::ip(&["netns", "add", &netns_name])?;
         let container_id = format!("{}-p{n}", self.run_id);
-        let inv = self.invocation("ADD", &container_id, &netns_name, namespace, name)?;
+        let mut inv = self.invocation("ADD", &container_id, &netns_name, namespace, name)?;
+        inv.ip = ip;
         let res = tokio::task::spawn_blocking(move || cni::invoke(&inv)).await;
         let stdout = match res {
             Ok(Ok(out)) => out,
@@ -468,6 +481,7 @@ impl Sandbox {
             pod: name.to_string(),
             config: cni::net_config(&self.agent_socket()),
             timeout: self.opts.cni_timeout,
+            ip: None,
         })
     }
 
@@ -523,7 +537,8 @@ impl Sandbox {
         self.spawn_workload_args(pod, args).await
     }
 
-    async fn spawn_workload_args(&mut self, pod: &Pod, args: Vec<String>) -> Result<u32> {
+    /// Runs `<sluice> workload serve --name ns/pod ARGS` like [`Sandbox::spawn_workload`].
+    pub async fn spawn_workload_args(&mut self, pod: &Pod, args: Vec<String>) -> Result<u32> {
         self.live()?;
         let bin = match &self.opts.sluice_bin {
             Some(p) => p.clone(),

@@ -136,6 +136,62 @@ pub fn build_init_ack(init: &Packet, own_tag: u32, tsn: u32) -> Vec<u8> {
     b
 }
 
+/// Length of the whoami State Cookie parameter: header, the two tags,
+/// then the backend's and the peer's address and port as the responder
+/// saw them (IPv4, network order).
+const WHOAMI_COOKIE_PARAM: usize = COOKIE_PARAM + 12;
+
+/// Like [`build_init_ack`], with a State Cookie that also says which
+/// address and port the INIT reached (`backend`) and where it came from
+/// (`peer`): the SCTP form of the `whoami` answer. The cookie is opaque
+/// to the peer (RFC 9260 §5.1.3), so any SCTP client accepts it.
+pub fn build_init_ack_whoami(
+    init: &Packet,
+    own_tag: u32,
+    tsn: u32,
+    backend: SocketAddrV4,
+    peer: SocketAddrV4,
+) -> Vec<u8> {
+    let peer_tag = init.initiate_tag.unwrap_or(0);
+    let mut b = Vec::with_capacity(COMMON_HEADER + INIT_CHUNK + WHOAMI_COOKIE_PARAM);
+    common_header(&mut b, init.dst_port, init.src_port, peer_tag);
+    init_fields(
+        &mut b,
+        CHUNK_INIT_ACK,
+        INIT_CHUNK + WHOAMI_COOKIE_PARAM,
+        own_tag,
+        tsn,
+    );
+    b.extend_from_slice(&PARAM_STATE_COOKIE.to_be_bytes());
+    b.extend_from_slice(&(WHOAMI_COOKIE_PARAM as u16).to_be_bytes());
+    b.extend_from_slice(&peer_tag.to_be_bytes());
+    b.extend_from_slice(&own_tag.to_be_bytes());
+    for a in [backend, peer] {
+        b.extend_from_slice(&a.ip().octets());
+        b.extend_from_slice(&a.port().to_be_bytes());
+    }
+    seal(&mut b);
+    b
+}
+
+/// The (backend, peer) of a whoami INIT-ACK's State Cookie, if it has one.
+pub fn whoami_cookie(sctp: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    let at = COMMON_HEADER + INIT_CHUNK;
+    let param = sctp.get(at..at + WHOAMI_COOKIE_PARAM)?;
+    let ty = u16::from_be_bytes([param[0], param[1]]);
+    let len = u16::from_be_bytes([param[2], param[3]]) as usize;
+    if ty != PARAM_STATE_COOKIE || len != WHOAMI_COOKIE_PARAM {
+        return None;
+    }
+    let addr = |o: usize| {
+        SocketAddrV4::new(
+            Ipv4Addr::new(param[o], param[o + 1], param[o + 2], param[o + 3]),
+            u16::from_be_bytes([param[o + 4], param[o + 5]]),
+        )
+    };
+    Some((addr(12), addr(18)))
+}
+
 /// Parses an SCTP packet (no IP header) and checks its CRC32c, as a
 /// receiving SCTP stack would: a dataplane that breaks the checksum must
 /// see its packets lost.
@@ -242,6 +298,16 @@ pub fn raw_socket() -> std::io::Result<Socket> {
 /// Returns the peer and `"INIT-ACK"`; an ABORT for us is "refused"; no
 /// answer is a timeout, as for a TCP connect.
 pub fn probe(target: SocketAddr, timeout: Duration) -> std::io::Result<(SocketAddr, String)> {
+    probe_from(target, None, timeout)
+}
+
+/// [`probe`] from the source address of `bind` (its port is ignored: the
+/// INIT's source port is random).
+pub fn probe_from(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    timeout: Duration,
+) -> std::io::Result<(SocketAddr, String)> {
     let SocketAddr::V4(target) = target else {
         return Err(std::io::Error::new(
             ErrorKind::Unsupported,
@@ -249,6 +315,9 @@ pub fn probe(target: SocketAddr, timeout: Duration) -> std::io::Result<(SocketAd
         ));
     };
     let sock = raw_socket()?;
+    if let Some(SocketAddr::V4(b)) = bind {
+        sock.bind(&SockAddr::from(SocketAddrV4::new(*b.ip(), 0)))?;
+    }
     let tag = random_tag();
     // Ephemeral range, as a kernel would pick.
     let src_port = 32768 + (random_u32() % 28232) as u16;
@@ -290,7 +359,11 @@ pub fn probe(target: SocketAddr, timeout: Duration) -> std::io::Result<(SocketAd
             ));
         }
         if p.chunk == CHUNK_INIT_ACK && p.vtag == tag {
-            return Ok((SocketAddr::V4(target), "INIT-ACK".to_string()));
+            let answer = match whoami_cookie(payload) {
+                Some((backend, peer)) => format!("{backend} {peer}"),
+                None => "INIT-ACK".to_string(),
+            };
+            return Ok((SocketAddr::V4(target), answer));
         }
     }
 }
@@ -335,13 +408,18 @@ impl Responder {
 
 /// The INIT-ACK for an INIT to one of `ports`, and where it goes.
 fn answer(ports: &BTreeSet<u16>, datagram: &[u8]) -> Option<(Ipv4Addr, Vec<u8>)> {
-    let (src, _, payload) = split_ipv4(datagram).ok()?;
+    let (src, dst, payload) = split_ipv4(datagram).ok()?;
     let p = parse(payload).ok()?;
     let is_init = p.chunk == CHUNK_INIT && p.vtag == 0;
     if !is_init || !ports.contains(&p.dst_port) {
         return None;
     }
-    Some((src, build_init_ack(&p, random_tag(), random_u32())))
+    let backend = SocketAddrV4::new(dst, p.dst_port);
+    let peer = SocketAddrV4::new(src, p.src_port);
+    Some((
+        src,
+        build_init_ack_whoami(&p, random_tag(), random_u32(), backend, peer),
+    ))
 }
 
 #[cfg(test)]
@@ -427,6 +505,18 @@ mod tests {
         let (to, ack) = answer(&ports, &d).expect("answered");
         assert_eq!(to, Ipv4Addr::new(10, 244, 1, 2));
         assert_eq!(parse(&ack).map(|p| p.vtag), Ok(42));
+        // The cookie says which address the INIT reached and who sent it.
+        assert_eq!(
+            whoami_cookie(&ack),
+            Some((
+                SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 3), 81),
+                SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 40000)
+            ))
+        );
+        assert_eq!(
+            whoami_cookie(&build_init_ack(&parse(&init).expect("init"), 1, 1)),
+            None
+        );
         let other_port = ipv4(
             [10, 244, 1, 2],
             [10, 244, 1, 3],

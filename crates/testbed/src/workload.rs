@@ -24,12 +24,24 @@ pub struct WorkloadOptions {
     pub http: Option<u16>,
     /// Ports whose SCTP INITs get an INIT-ACK.
     pub sctp: Vec<u16>,
+    /// TCP ports answering `<backend> <peer>` on accept (see `whoami`).
+    pub whoami_tcp: Vec<u16>,
+    /// UDP ports answering `<whoami_ip:port> <peer>` to every datagram.
+    pub whoami_udp: Vec<u16>,
+    /// The pod's address, naming it in UDP whoami answers.
+    pub whoami_ip: Option<Ipv4Addr>,
 }
 
 /// Serves until the process is killed. Returns early only when a listener
 /// cannot be bound (or no port was asked for).
 pub async fn serve_workload(opts: WorkloadOptions) -> Result<()> {
-    if opts.tcp.is_empty() && opts.udp.is_empty() && opts.http.is_none() && opts.sctp.is_empty() {
+    if opts.tcp.is_empty()
+        && opts.udp.is_empty()
+        && opts.http.is_none()
+        && opts.sctp.is_empty()
+        && opts.whoami_tcp.is_empty()
+        && opts.whoami_udp.is_empty()
+    {
         return Err(TestbedError::InvalidOption(
             "give at least one of --tcp, --udp, --http, --sctp".into(),
         ));
@@ -47,6 +59,19 @@ pub async fn serve_workload(opts: WorkloadOptions) -> Result<()> {
             .await
             .map_err(io(format!("cannot bind udp/{port}")))?;
         tasks.spawn(udp_echo(s));
+    }
+    for &port in &opts.whoami_tcp {
+        let l = TcpListener::bind(any(port))
+            .await
+            .map_err(io(format!("cannot listen on whoami tcp/{port}")))?;
+        tasks.spawn(crate::whoami::tcp_whoami(l));
+    }
+    for &port in &opts.whoami_udp {
+        let s = UdpSocket::bind(any(port))
+            .await
+            .map_err(io(format!("cannot bind whoami udp/{port}")))?;
+        let ip = opts.whoami_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        tasks.spawn(crate::whoami::udp_whoami(s, ip));
     }
     if let Some(port) = opts.http {
         let l = TcpListener::bind(any(port))

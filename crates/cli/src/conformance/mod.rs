@@ -9,6 +9,7 @@ mod netpol;
 mod placeholders;
 mod probe;
 mod report;
+mod services;
 mod sync;
 
 use clap::Subcommand;
@@ -18,10 +19,14 @@ pub enum ConformanceCmd {
     /// NetworkPolicy: the upstream-derived cases (tests/cases/netpol) on the
     /// 9-pod model, probed through each pod's Service ClusterIP.
     Netpol(netpol::NetpolArgs),
+    /// Services: every behaviour of services.yaml (tests/cases/services.yaml)
+    /// on real connections in a fresh sandbox world per behaviour.
+    Services(services::ServicesArgs),
 }
 
 pub async fn run(cmd: ConformanceCmd) -> anyhow::Result<()> {
     match cmd {
         ConformanceCmd::Netpol(args) => netpol::run(args).await,
+        ConformanceCmd::Services(args) => services::run(args).await,
     }
 }
