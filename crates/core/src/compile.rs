@@ -485,11 +485,14 @@ impl Engine {
                     source_ranges,
                 })
             };
+            // iTP Local with no local endpoint: drop while the Service has
+            // endpoints elsewhere, refuse (as any Service) when it has none.
+            let itp_drop = svc.internal_traffic_local && !cluster.is_empty();
             push(
                 Frontend::new(cluster_ip, port.port, port.protocol),
                 FrontendKind::ClusterIp,
                 internal,
-                svc.internal_traffic_local,
+                itp_drop,
                 Vec::new(),
             );
             // External addresses follow externalTrafficPolicy, not

@@ -463,6 +463,12 @@ fn internal_traffic_policy_local_limits_the_cluster_ip_to_this_node() {
     let f = frontends(&engine);
     assert!(f[0].1.is_empty(), "{f:?}");
     assert_eq!(f[0].2, 4, "no local endpoint: drop");
+    // No endpoint anywhere (the slice deleted): refuse, as any Service
+    // without endpoints (kube-proxy TestInternalTrafficPolicy, svc-020).
+    engine.apply(&changes(&local));
+    let f = frontends(&engine);
+    assert!(f[0].1.is_empty(), "{f:?}");
+    assert_eq!(f[0].2, 0, "no endpoint at all: refuse, not drop");
     // Back to Cluster: every endpoint, refuse when none.
     engine.apply(&changes(&format!(
         "{TWO_NODE_SLICE}{}",
