@@ -108,6 +108,14 @@ pub struct Controller {
     health: Option<crate::health::HealthServer>,
 }
 
+/// A UDP frontend's backend as the maps hold it (for the stale-flow cleanups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct UdpPair {
+    rev_nat_id: u32,
+    frontend: SocketAddrV4,
+    backend: SocketAddrV4,
+}
+
 /// Pod or Namespace annotation: `"false"` keeps the pod's Service traffic
 /// addressed to the Service IP on the wire (translated per packet by tc),
 /// for sidecar meshes that must see it.
@@ -655,11 +663,12 @@ impl Controller {
             }
         }
         // What a write made unreachable (even a partly applied plan).
-        let udp_gone: BTreeSet<(SocketAddrV4, SocketAddrV4)> = udp_before
+        let udp_gone: BTreeSet<UdpPair> = udp_before
             .difference(&self.udp_pairs(&ops))
             .copied()
             .collect();
-        self.reset_stale_udp(udp_gone);
+        self.flush_stale_udp_ct(&udp_gone);
+        self.reset_stale_udp(udp_gone.iter().map(|p| (p.frontend, p.backend)).collect());
         match result {
             Ok(n) => {
                 self.dirty = false;
@@ -764,15 +773,12 @@ impl Controller {
         self.reset_stale_udp(gone);
     }
 
-    /// (frontend, backend) pairs a connected UDP socket can hold through
-    /// socket LB, for the UDP frontends `ops` touch, as the maps hold them
-    /// now (active slots 1..=count). Only touched frontends: a change costs
+    /// (frontend, backend) pairs a UDP flow (a conntrack entry, or a
+    /// connected socket through socket LB) can hold, for the UDP frontends
+    /// `ops` touch, as the maps hold them now (active slots 1..=count). Only touched frontends: a change costs
     /// what it writes, not what the node holds.
-    fn udp_pairs(&self, ops: &[MapOp]) -> BTreeSet<(SocketAddrV4, SocketAddrV4)> {
+    fn udp_pairs(&self, ops: &[MapOp]) -> BTreeSet<UdpPair> {
         let mut out = BTreeSet::new();
-        if self.revnat_map.is_none() {
-            return out;
-        }
         let applied = self.reconciler.applied();
         let frontends: BTreeSet<sluice_core::Frontend> = touched_frontends(ops)
             .filter(|f| f.proto == sluice_core::Protocol::Udp)
@@ -791,13 +797,48 @@ impl Controller {
                 else {
                     continue;
                 };
-                out.insert((
-                    SocketAddrV4::new(fe.ip, fe.port),
-                    SocketAddrV4::new(b.ip, b.port),
-                ));
+                out.insert(UdpPair {
+                    rev_nat_id: master.rev_nat_id,
+                    frontend: SocketAddrV4::new(fe.ip, fe.port),
+                    backend: SocketAddrV4::new(b.ip, b.port),
+                });
             }
         }
         out
+    }
+
+    /// Deletes the conntrack entries of UDP flows whose backend left their
+    /// frontend (kube-proxy's conntrack cleanup, svc-032/033): a UDP client
+    /// that keeps sending on one source port refreshes its entry forever,
+    /// so without this it would talk to the gone backend for good. TCP
+    /// flows keep their backend until they close, as with kube-proxy. The
+    /// next datagram selects a live backend. Costs one pass over `sl_ct`,
+    /// only when a UDP backend leaves.
+    fn flush_stale_udp_ct(&mut self, gone: &BTreeSet<UdpPair>) {
+        if gone.is_empty() {
+            return;
+        }
+        let pairs: BTreeSet<(u32, SocketAddrV4)> =
+            gone.iter().map(|p| (p.rev_nat_id, p.backend)).collect();
+        let started = Instant::now();
+        // Forward entries name the backend as their NAT target; reply
+        // entries are keyed by it as their source.
+        let res = self.reconciler.maps_mut().ct_delete_where(|row| {
+            let backend = if row.reply { row.src } else { row.nat };
+            row.proto == libc::IPPROTO_UDP as u8
+                && pairs.contains(&(row.rev_nat_id, SocketAddrV4::new(backend.0, backend.1)))
+        });
+        match res {
+            Ok(n) => tracing::info!(
+                backends_gone = gone.len(),
+                entries = n,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "conntrack entries of UDP flows to removed backends deleted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot delete conntrack entries of removed UDP backends")
+            }
+        }
     }
 
     /// Destroys the pods' connected UDP sockets that socket LB gave a
