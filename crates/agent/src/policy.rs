@@ -124,6 +124,8 @@ impl PolicyPlane {
                     },
                     ports: Vec::new(),
                     ip: Some(*ip),
+                    ready: true,
+                    terminating: false,
                 })));
             }
         }

@@ -52,6 +52,7 @@ fn service(i: u32) -> Change {
         external_traffic_local: false,
         health_check_node_port: None,
         prefer_close: false,
+        publish_not_ready: false,
     }))
 }
 

@@ -22,7 +22,10 @@ pub(crate) enum Scope<'a> {
 /// As kube-proxy: ready endpoints; when none is ready, the ones still
 /// serving while terminating (a rolling update's last pods keep their
 /// connections' Service working). Pods selected without EndpointSlices
-/// count as ready and, having no node name, as local.
+/// are endpoints as the EndpointSlice controller would publish them: ready
+/// when their Ready condition holds and they are not being deleted (any
+/// pod with `publishNotReadyAddresses`), serving-terminating when Ready
+/// while being deleted; having no node name, they count as local.
 pub(crate) fn backends_for(
     objects: &Objects,
     key: &Key,
@@ -42,10 +45,22 @@ pub(crate) fn backends_for(
             ready
         }
     } else {
-        objects
+        // What the EndpointSlice controller would publish for each pod.
+        let publish = svc.publish_not_ready;
+        let ready: Vec<BackendAddr> = objects
             .selected_pods(svc)
+            .filter(|p| publish || (p.ready && !p.terminating))
             .filter_map(|pod| from_pod(pod, port))
-            .collect()
+            .collect();
+        if ready.is_empty() {
+            objects
+                .selected_pods(svc)
+                .filter(|p| p.ready && p.terminating)
+                .filter_map(|pod| from_pod(pod, port))
+                .collect()
+        } else {
+            ready
+        }
     };
     out.sort_unstable();
     out.dedup();

@@ -44,7 +44,7 @@ pub(crate) fn health_check(
         // as local, as for the traffic policies (endpoints.rs).
         objects
             .selected_pods(svc)
-            .filter(|p| p.ip.is_some())
+            .filter(|p| p.ip.is_some() && (svc.publish_not_ready || (p.ready && !p.terminating)))
             .count()
     };
     Some(HealthCheckSpec {

@@ -153,6 +153,17 @@ pub struct Pod {
     pub ports: Vec<ContainerPort>,
     /// status.podIP, or the IP the CNI registered (the store applies it).
     pub ip: Option<Ipv4Addr>,
+    /// The `Ready` condition; a Pod without `status.conditions` counts as
+    /// ready (manifests written by hand, pods known only from the CNI).
+    #[serde(default = "ready_by_default")]
+    pub ready: bool,
+    /// `metadata.deletionTimestamp` is set.
+    #[serde(default)]
+    pub terminating: bool,
+}
+
+fn ready_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +242,10 @@ pub struct Service {
     /// hinted for this node's zone (see `topology.rs`).
     #[serde(default)]
     pub prefer_close: bool,
+    /// `spec.publishNotReadyAddresses`: selected pods are endpoints
+    /// whether ready or not (what the EndpointSlice controller publishes).
+    #[serde(default)]
+    pub publish_not_ready: bool,
 }
 
 /// Per-Service choice of backend selection: `maglev` or `random`.

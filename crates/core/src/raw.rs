@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct RawMeta {
     pub name: Option<String>,
     pub namespace: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// Set when deletion was requested: the object is terminating.
+    pub deletion_timestamp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +60,15 @@ pub struct RawContainerPort {
 pub struct RawPodStatus {
     #[serde(rename = "podIP")]
     pub pod_ip: Option<String>,
+    pub conditions: Option<Vec<RawPodCondition>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RawPodCondition {
+    #[serde(rename = "type")]
+    pub condition_type: Option<String>,
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +121,7 @@ pub struct RawServiceSpec {
     pub external_traffic_policy: Option<String>,
     pub health_check_node_port: Option<i64>,
     pub traffic_distribution: Option<String>,
+    pub publish_not_ready_addresses: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -117,6 +117,7 @@ pub fn namespace(raw: RawNamespace) -> Result<Namespace> {
 }
 
 pub fn pod(raw: RawPod) -> Result<Pod> {
+    let terminating = raw.metadata.deletion_timestamp.is_some();
     let meta = meta(raw.metadata, true)?;
     let mut ports = Vec::new();
     for (ci, c) in raw.spec.containers.into_iter().enumerate() {
@@ -133,7 +134,18 @@ pub fn pod(raw: RawPod) -> Result<Pod> {
         None | Some("") => None,
         Some(s) => Some(ipv4("status.podIP", s)?),
     };
-    Ok(Pod { meta, ports, ip })
+    let ready = raw.status.conditions.as_ref().is_none_or(|cs| {
+        cs.iter().any(|c| {
+            c.condition_type.as_deref() == Some("Ready") && c.status.as_deref() == Some("True")
+        })
+    });
+    Ok(Pod {
+        meta,
+        ports,
+        ip,
+        ready,
+        terminating,
+    })
 }
 
 fn service_type(s: Option<&str>) -> Result<ServiceType> {
@@ -242,6 +254,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
             external_traffic_local: false,
             health_check_node_port: None,
             prefer_close: false,
+            publish_not_ready: false,
         });
     }
     let cluster_ip = cluster_ip(spec.cluster_ip.as_deref(), &spec.cluster_ips)?;
@@ -366,6 +379,7 @@ pub fn service(raw: RawService, cfg: &CompileConfig) -> Result<Service> {
         external_traffic_local,
         health_check_node_port,
         prefer_close,
+        publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
     })
 }
 

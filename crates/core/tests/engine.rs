@@ -969,3 +969,56 @@ fn a_target_port_name_no_pod_has_is_reported() {
     assert!(e.warnings().next().is_none());
     assert_eq!(backends(&e, "web")[0], ["10.0.0.1:8080/TCP"]);
 }
+
+fn pod_with_state(name: &str, ip: &str, ready: bool, deleting: bool) -> String {
+    let del = if deleting {
+        ", deletionTimestamp: \"2026-01-01T00:00:00Z\""
+    } else {
+        ""
+    };
+    let status = if ready { "True" } else { "False" };
+    format!(
+        "kind: Pod\nmetadata: {{name: {name}, labels: {{app: web}}{del}}}\nspec: {{containers: [{{ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {ip}, conditions: [{{type: Ready, status: \"{status}\"}}]}}\n---\n"
+    )
+}
+
+/// Endpoints derived from selected Pods follow the EndpointSlice
+/// controller: not-ready pods are not endpoints unless the Service
+/// publishes not-ready addresses; pods being deleted are a fallback only
+/// (svc-028).
+#[test]
+fn selector_endpoints_follow_pod_readiness_and_publish_not_ready() {
+    let mut e = Engine::new(CompileConfig::default());
+    let both = format!(
+        "{}{}{SVC}",
+        pod_with_state("a", "10.0.0.1", true, false),
+        pod_with_state("b", "10.0.0.2", false, false),
+    );
+    e.apply(&changes(&both));
+    assert_eq!(backends(&e, "web")[0], ["10.0.0.1:8080/TCP"]);
+
+    let publish = SVC.replace(
+        "  selector:",
+        "  publishNotReadyAddresses: true\n  selector:",
+    );
+    e.apply(&changes(&publish));
+    assert_eq!(
+        backends(&e, "web")[0],
+        ["10.0.0.1:8080/TCP", "10.0.0.2:8080/TCP"]
+    );
+
+    // Only pods being deleted: still-ready ones serve as the fallback.
+    let mut e = Engine::new(CompileConfig::default());
+    e.apply(&changes(&format!(
+        "{}{}{SVC}",
+        pod_with_state("a", "10.0.0.1", true, true),
+        pod_with_state("b", "10.0.0.2", false, true),
+    )));
+    assert_eq!(backends(&e, "web")[0], ["10.0.0.1:8080/TCP"]);
+    // Unready and deleted, but published: both.
+    e.apply(&changes(&publish));
+    assert_eq!(
+        backends(&e, "web")[0],
+        ["10.0.0.1:8080/TCP", "10.0.0.2:8080/TCP"]
+    );
+}

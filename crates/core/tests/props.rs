@@ -76,6 +76,7 @@ fn service(i: u8, app: usize, node_port: bool, two_ports: bool, named: bool) -> 
         external_traffic_local: false,
         health_check_node_port: None,
         prefer_close: false,
+        publish_not_ready: false,
     }))
 }
 
@@ -88,6 +89,8 @@ fn pod(i: u8, app: usize, ip: Option<u8>, port: u16) -> Change {
             protocol: Protocol::Tcp,
         }],
         ip: ip.map(|x| Ipv4Addr::new(10, 0, 0, x)),
+        ready: true,
+        terminating: false,
     }))
 }
 

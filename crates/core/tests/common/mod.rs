@@ -55,6 +55,8 @@ pub fn pod(
             })
             .collect(),
         ip: ip.map(|s| s.parse().unwrap()),
+        ready: true,
+        terminating: false,
     }))
 }
 

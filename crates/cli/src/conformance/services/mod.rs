@@ -10,6 +10,7 @@ mod cases;
 mod e2e;
 mod e2e_nodes;
 mod e2e_ports;
+mod e2e_ready;
 mod e2e_zones;
 mod expect;
 mod flows;
