@@ -10,7 +10,6 @@ use super::{run_table, table, Ctx};
 /// Why a behaviour cannot run here at all.
 fn not_runnable(short: &str) -> &'static str {
     match short {
-        "svc-032" => "a unit test of kube-proxy's conntrack cleanup against a fabricated conntrack table; Sluice keeps its own BPF conntrack and has no such table to seed; the packet-level consequence (a UDP flow moves to the new backend) is svc-033",
         "svc-034" => "needs the regression-issue-74839 server that injects out-of-window TCP segments (raw packet forging) and a second node; not built",
         "svc-036" => "IPv6 and dual-stack are a separate issue: Sluice and the sandbox are IPv4 only",
         _ => "not runnable here",
@@ -49,7 +48,8 @@ pub async fn run(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         "svc-042" => super::e2e_nodes::matrix(ctx, b).await,
         "svc-035" => super::e2e_zones::prefer_close(ctx, b).await,
         "svc-028" => super::e2e_ready::publish_not_ready(ctx, b).await,
-        id @ ("svc-032" | "svc-034" | "svc-036") => {
+        "svc-032" => super::e2e_conntrack::cleanup_rules(ctx, b).await,
+        id @ ("svc-034" | "svc-036") => {
             BehaviourReport::unsupported(&b.id, &b.title, not_runnable(id))
         }
         _ => match table::plan(b, ctx.conv, ctx.all) {
