@@ -20,6 +20,7 @@ mod sandbox;
 pub mod sctp;
 mod spawn;
 pub mod state;
+pub mod tcp_inject;
 pub mod whoami;
 mod workload;
 

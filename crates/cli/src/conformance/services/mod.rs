@@ -9,6 +9,7 @@
 mod cases;
 mod e2e;
 mod e2e_conntrack;
+mod e2e_invalid;
 mod e2e_nodes;
 mod e2e_ports;
 mod e2e_ready;

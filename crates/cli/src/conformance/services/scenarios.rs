@@ -10,8 +10,9 @@ use super::{run_table, table, Ctx};
 /// Why a behaviour cannot run here at all.
 fn not_runnable(short: &str) -> &'static str {
     match short {
-        "svc-034" => "needs the regression-issue-74839 server that injects out-of-window TCP segments (raw packet forging) and a second node; not built",
-        "svc-036" => "IPv6 and dual-stack are a separate issue: Sluice and the sandbox are IPv4 only",
+        "svc-036" => {
+            "IPv6 and dual-stack are a separate issue: Sluice and the sandbox are IPv4 only"
+        }
         _ => "not runnable here",
     }
 }
@@ -49,9 +50,8 @@ pub async fn run(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         "svc-035" => super::e2e_zones::prefer_close(ctx, b).await,
         "svc-028" => super::e2e_ready::publish_not_ready(ctx, b).await,
         "svc-032" => super::e2e_conntrack::cleanup_rules(ctx, b).await,
-        id @ ("svc-034" | "svc-036") => {
-            BehaviourReport::unsupported(&b.id, &b.title, not_runnable(id))
-        }
+        "svc-034" => super::e2e_invalid::invalid_segments(ctx, b).await,
+        id @ "svc-036" => BehaviourReport::unsupported(&b.id, &b.title, not_runnable(id)),
         _ => match table::plan(b, ctx.conv, ctx.all) {
             Ok(plan) => run_table(ctx, b, plan).await,
             Err(why) => BehaviourReport::unsupported(
