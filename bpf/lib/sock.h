@@ -19,6 +19,7 @@
 
 /* <errno.h> is libc's; this is the kernel's value for every architecture we build for. */
 #define SOCK_ECONNREFUSED 111
+#define SOCK_ETIMEDOUT 110
 
 /* LRU: a socket closed without us hearing of it simply ages out. */
 struct {
@@ -48,6 +49,7 @@ enum sock_verdict {
 	SOCK_PASS = 0,	  /* not a Service (or opted out): leave the address alone */
 	SOCK_XLATED,	  /* address rewritten to a backend */
 	SOCK_REFUSED,	  /* a Service without endpoints: fail the call */
+	SOCK_DROPPED,	  /* the node's own call where tc would drop: fail it as timed out */
 };
 
 static __always_inline int sock_l4_proto(const struct bpf_sock_addr *ctx, __u8 *proto)
@@ -97,14 +99,26 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 		return SOCK_PASS;
 	if (!host && (svc->flags & LB_FLAG_EXTERNAL))
 		return SOCK_PASS;
-	if (host && !lb_source_allowed(svc, netcfg.node_ip))
-		return SOCK_PASS;
+	/*
+	 * Where the tc path would drop (a source range, iTP Local with no
+	 * local endpoint), a pod's packet still meets it; the node's own
+	 * packets never cross a tc hook and would leave untranslated, so the
+	 * call fails here instead.
+	 */
+	if (host && !lb_source_allowed(svc, netcfg.node_ip)) {
+		metric_inc(METRIC_SOCK_NO_BACKEND);
+		return SOCK_DROPPED;
+	}
 	if (bpf_map_lookup_elem(&sl_sock_optout, &netns))
 		return SOCK_PASS;
 	if (svc->count == 0) {
 		/* Dropped, not refused: the tc path drops (and reports) it. */
-		if (svc->flags & LB_FLAG_DROP_NO_BACKEND)
-			return SOCK_PASS;
+		if (svc->flags & LB_FLAG_DROP_NO_BACKEND) {
+			if (!host)
+				return SOCK_PASS;
+			metric_inc(METRIC_SOCK_NO_BACKEND);
+			return SOCK_DROPPED;
+		}
 		metric_inc(METRIC_SOCK_NO_BACKEND);
 		return SOCK_REFUSED;
 	}
@@ -164,12 +178,20 @@ static __always_inline void sock_reverse(struct bpf_sock_addr *ctx)
 	metric_inc(METRIC_SOCK_REVNAT);
 }
 
-/* sock_verdict_ret() - the hook's return value; a refusal fails the call with ECONNREFUSED. */
+/*
+ * sock_verdict_ret() - the hook's return value: a refusal fails the call
+ * with ECONNREFUSED, a drop with ETIMEDOUT at once (what the caller would
+ * get after its SYN retries; a datagram fails instead of vanishing).
+ */
 static __always_inline int sock_verdict_ret(int verdict)
 {
 	if (verdict == SOCK_REFUSED) {
 		/* Return 0 alone would be EPERM; kube-proxy semantics is "refused". */
 		bpf_set_retval(-SOCK_ECONNREFUSED);
+		return 0;
+	}
+	if (verdict == SOCK_DROPPED) {
+		bpf_set_retval(-SOCK_ETIMEDOUT);
 		return 0;
 	}
 	return 1;
