@@ -429,6 +429,25 @@ impl World {
         Ok(())
     }
 
+    pub async fn add_node2_pod_now(&mut self, ip: Ipv4Addr, serve: &Serve) -> Result<()> {
+        self.add_node2_pod(ip, serve).await
+    }
+
+    /// Removes a node2 pod (CNI DEL against node2's agent).
+    pub async fn remove_node2_pod(&mut self, ip: Ipv4Addr) -> Result<()> {
+        let node = self
+            .agent2
+            .as_ref()
+            .map(|(n, _)| n.clone())
+            .ok_or_else(|| anyhow!("node2 has no agent"))?;
+        let pod = self
+            .pods2
+            .remove(&ip)
+            .ok_or_else(|| anyhow!("no node2 pod {ip}"))?;
+        self.sb.remove_pod_on(&node, &pod).await?;
+        Ok(())
+    }
+
     /// A pod on node2: a netns with a veth to node2 (proxy ARP there),
     /// `/32` routes on node2 and the outside.
     async fn add_remote(&mut self, ip: Ipv4Addr, serve: &Serve) -> Result<()> {
