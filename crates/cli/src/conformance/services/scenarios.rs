@@ -12,8 +12,8 @@ fn not_runnable(short: &str) -> &'static str {
     match short {
         "svc-028" => "publishNotReadyAddresses is applied by the EndpointSlice controller (it publishes unready pods as ready), not by the proxy; Sluice has no such controller and derives selector endpoints from CNI-registered Pods without readiness; the proxy-side rule (ready, serving, terminating) is replayed in svc-025/svc-026",
         "svc-032" => "a unit test of kube-proxy's conntrack cleanup against a fabricated conntrack table; Sluice keeps its own BPF conntrack and has no such table to seed; the packet-level consequence (a UDP flow moves to the new backend) is svc-033",
-        "svc-034" => "needs the regression-issue-74839 server that injects out-of-window TCP segments (raw packet forging) and a second node; not built",
-        "svc-035" => "needs nodes in three zones with their own agents and zone hints from the EndpointSlice controller; multi-node and trafficDistribution are not built",
+        "svc-034" => "needs the regression-issue-74839 server that injects out-of-window TCP segments (raw packet forging); not built (the second node with its own agent is: see svc-009)",
+        "svc-035" => "needs nodes in three zones, each with its own agent (the runner builds one further node, without a zone), and zone hints from the EndpointSlice controller; not built",
         "svc-036" => "IPv6 and dual-stack are a separate issue: Sluice and the sandbox are IPv4 only",
         _ => "not runnable here",
     }
