@@ -4,7 +4,8 @@
 //! tests/cases/services.yaml, where no behaviour may FAIL (UNSUPPORTED is
 //! reported with its reason and does not fail the test). Needs root: it
 //! skips, saying so, when not root. Every sandbox the runner names on
-//! stderr must be gone afterwards.
+//! stderr must be gone afterwards (netns, state, pins and cgroups, node2's
+//! agent's included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
@@ -77,6 +78,26 @@ fn assert_no_leftovers(stderr: &str) {
             !Path::new("/run/sluice-sandbox").join(id).exists(),
             "run {id} left its state directory"
         );
+        // Pins and cgroups of this node and of node2's agent (`<id>-n2`).
+        let mount = sluice_testbed::cgroup::cgroup2_mount().expect("cgroup2 mount");
+        for dir in [
+            Path::new(sluice_testbed::state::BPFFS_PIN_ROOT),
+            mount.as_path(),
+        ] {
+            let left: Vec<String> = std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.starts_with(id))
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(
+                left.is_empty(),
+                "run {id} left {left:?} in {}",
+                dir.display()
+            );
+        }
     }
 }
 

@@ -18,6 +18,7 @@ mod netns;
 mod probe;
 mod sandbox;
 pub mod sctp;
+mod second_node;
 mod spawn;
 pub mod state;
 pub mod tcp_inject;
@@ -35,6 +36,7 @@ pub use sandbox::{
     Pod, Sandbox, SandboxOptions, ServePorts, WorkloadPorts, NODE_DEVICE, OUTSIDE_DEVICE,
     POD_IFNAME, SERVICE_CIDR,
 };
+pub use second_node::SecondNode;
 pub use workload::{serve_workload, WorkloadOptions, READY_LINE};
 
 /// True when running as root (the sandbox needs it).

@@ -106,6 +106,8 @@ pub struct Sandbox {
     next_pod: u32,
     agent: Option<AgentProc>,
     pub(crate) workloads: Vec<Child>,
+    /// Agents of further nodes ([`crate::SecondNode`]).
+    pub(crate) node_agents: Vec<Child>,
     torn_down: bool,
 }
 
@@ -142,6 +144,7 @@ impl Sandbox {
             pid_start: state::process_start(pid),
             netns: vec![names::node_netns(&run_id), names::outside_netns(&run_id)],
             cgroups: vec![pods_cgroup.clone(), agent_cgroup.clone()],
+            pin_nodes: Vec::new(),
         };
         let manifests = opts
             .manifests
@@ -160,6 +163,7 @@ impl Sandbox {
             next_pod: 0,
             agent: None,
             workloads: Vec::new(),
+            node_agents: Vec::new(),
             torn_down: false,
         };
         // From here on, Drop cleans up if building fails half-way.
@@ -415,6 +419,21 @@ impl Sandbox {
         ip: Option<Ipv4Addr>,
     ) -> Result<Pod> {
         self.live()?;
+        let (node_netns, socket) = (self.node_netns(), self.agent_socket());
+        self.add_pod_via(node_netns, &socket, namespace, name, ip)
+            .await
+    }
+
+    /// `sluice-cni ADD` from `node_netns` against the agent at `socket`
+    /// (this node's, or a [`crate::SecondNode`]'s).
+    pub(crate) async fn add_pod_via(
+        &mut self,
+        node_netns: PathBuf,
+        socket: &Path,
+        namespace: &str,
+        name: &str,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Pod> {
         let n = self.next_pod;
         self.next_pod += 1;
         let netns_name = names::pod_netns(&self.run_id, n);
@@ -423,7 +442,15 @@ impl Sandbox {
         self.state.save(&self.state_dir)?;
         cmd::ip(&["netns", "add", &netns_name])?;
         let container_id = format!("{}-p{n}", self.run_id);
-        let mut inv = self.invocation("ADD", &container_id, &netns_name, namespace, name)?;
+        let mut inv = self.invocation(
+            node_netns,
+            socket,
+            "ADD",
+            &container_id,
+            &netns_name,
+            namespace,
+            name,
+        )?;
         inv.ip = ip;
         let res = tokio::task::spawn_blocking(move || cni::invoke(&inv)).await;
         let stdout = match res {
@@ -458,8 +485,11 @@ impl Sandbox {
         Ok(pod)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn invocation(
         &self,
+        node_netns: PathBuf,
+        socket: &Path,
         command: &'static str,
         container_id: &str,
         netns_name: &str,
@@ -472,14 +502,14 @@ impl Sandbox {
         };
         Ok(Invocation {
             cni_bin,
-            node_netns: self.node_netns(),
+            node_netns,
             command,
             container_id: container_id.to_string(),
             pod_netns: netns_path(netns_name),
             ifname: POD_IFNAME.to_string(),
             namespace: namespace.to_string(),
             pod: name.to_string(),
-            config: cni::net_config(&self.agent_socket()),
+            config: cni::net_config(socket),
             timeout: self.opts.cni_timeout,
             ip: None,
         })
@@ -489,7 +519,19 @@ impl Sandbox {
     /// in it is the caller's business; teardown kills everything).
     pub async fn remove_pod(&mut self, pod: &Pod) -> Result<()> {
         self.live()?;
+        let (node_netns, socket) = (self.node_netns(), self.agent_socket());
+        self.remove_pod_via(node_netns, &socket, pod).await
+    }
+
+    pub(crate) async fn remove_pod_via(
+        &mut self,
+        node_netns: PathBuf,
+        socket: &Path,
+        pod: &Pod,
+    ) -> Result<()> {
         let inv = self.invocation(
+            node_netns,
+            socket,
             "DEL",
             &pod.container_id,
             &pod.netns_name,
@@ -539,6 +581,18 @@ impl Sandbox {
 
     /// Runs `<sluice> workload serve --name ns/pod ARGS` like [`Sandbox::spawn_workload`].
     pub async fn spawn_workload_args(&mut self, pod: &Pod, args: Vec<String>) -> Result<u32> {
+        let cgroup = self.pods_cgroup.clone();
+        self.spawn_workload_in(pod, args, &cgroup).await
+    }
+
+    /// Like [`Sandbox::spawn_workload_args`] in another pods cgroup (a
+    /// [`crate::SecondNode`]'s).
+    pub async fn spawn_workload_in(
+        &mut self,
+        pod: &Pod,
+        args: Vec<String>,
+        cgroup: &Path,
+    ) -> Result<u32> {
         self.live()?;
         let bin = match &self.opts.sluice_bin {
             Some(p) => p.clone(),
@@ -553,7 +607,7 @@ impl Sandbox {
         c.args(["workload", "serve", "--name", &pod.full_name()]);
         c.args(&args);
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-        let mut child = spawn_in(c, &pod.netns, Some(&self.pods_cgroup))?;
+        let mut child = spawn_in(c, &pod.netns, Some(cgroup))?;
         let pid = child.id();
         let stdout = child.stdout.take();
         self.workloads.push(child);
@@ -632,6 +686,9 @@ impl Sandbox {
         }
         for mut w in self.workloads.drain(..) {
             kill_and_reap(&mut w);
+        }
+        for mut a in self.node_agents.drain(..) {
+            kill_and_reap(&mut a);
         }
         let mut problems = Vec::new();
         state::remove_run(&self.state_dir, &self.state, &mut problems);

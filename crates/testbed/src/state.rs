@@ -19,6 +19,10 @@ pub struct State {
     pub pid_start: Option<u64>,
     pub netns: Vec<String>,
     pub cgroups: Vec<PathBuf>,
+    /// Node names of further agents (a [`crate::SecondNode`]) whose pins
+    /// under [`BPFFS_PIN_ROOT`] go too; the run id's own always do.
+    #[serde(default)]
+    pub pin_nodes: Vec<String>,
 }
 
 impl State {
@@ -77,10 +81,15 @@ pub fn remove_run(state_dir: &Path, state: &State, problems: &mut Vec<String>) {
             problems.push(e.to_string());
         }
     }
-    // The agent pins its maps and links under the node name (= run id);
-    // unpinning releases them once the namespaces are gone.
-    let pins = Path::new(BPFFS_PIN_ROOT).join(&state.run_id);
-    for dir in [pins.as_path(), state_dir] {
+    // The agent pins its maps and links under the node name (= run id,
+    // plus those of further nodes); unpinning releases them once the
+    // namespaces are gone.
+    let mut dirs: Vec<PathBuf> = std::iter::once(&state.run_id)
+        .chain(&state.pin_nodes)
+        .map(|n| Path::new(BPFFS_PIN_ROOT).join(n))
+        .collect();
+    dirs.push(state_dir.to_path_buf());
+    for dir in &dirs {
         if let Err(e) = std::fs::remove_dir_all(dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 problems.push(format!("cannot remove {}: {e}", dir.display()));
@@ -174,9 +183,17 @@ mod tests {
             pid_start: Some(5),
             netns: vec!["slc000001-node".into()],
             cgroups: vec![],
+            pin_nodes: vec!["slc000001-n2".into()],
         };
         s.save(&dir).expect("save");
         assert_eq!(State::load(&dir).expect("load"), s);
+        // Records of older runs (no pin_nodes) still load.
+        std::fs::write(
+            dir.join(STATE_FILE),
+            r#"{"run_id":"slc000001","pid":1,"pid_start":5,"netns":[],"cgroups":[]}"#,
+        )
+        .expect("write");
+        assert!(State::load(&dir).expect("load old").pin_nodes.is_empty());
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -326,25 +326,54 @@ pub async fn udp_backend_change(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport
     let node_port = 30033;
     let mut service = place_service(svc, vip, &[node_port]);
     service["spec"]["type"] = json!("NodePort");
-    let labels = json!({"app": "svc-udp"});
-    service["spec"]["selector"] = labels.clone();
+    // Both agents need the servers on node2: the EndpointSlice the
+    // controller would publish, not a selector (each agent derives
+    // selector endpoints from its own CNI pods only).
+    if let Some(m) = service["spec"].as_object_mut() {
+        m.remove("selector");
+    }
+    let name = service["metadata"]["name"]
+        .as_str()
+        .unwrap_or("svc-udp")
+        .to_string();
+    let port_name = service["spec"]["ports"][0]["name"].clone();
+    let slice = |servers: &[Ipv4Addr]| -> serde_norway::Value {
+        let eps: Vec<(Ipv4Addr, Json)> = servers
+            .iter()
+            .map(|s| (*s, json!({"ready": true})))
+            .collect();
+        let mut j = serde_json::to_value(slice_doc(
+            &name,
+            &format!("{name}-1"),
+            &eps,
+            json!([{"name": port_name, "port": target, "protocol": "UDP"}]),
+        ))
+        .unwrap_or(Json::Null);
+        for i in 0..servers.len() {
+            j["endpoints"][i]["nodeName"] = json!(super::world::NODE2_NAME);
+        }
+        to_value(j)
+    };
     let client = client_ip(ctx);
-    let (s1, s2) = (backend_ip(ctx, 1), backend_ip(ctx, 2));
+    let (s1, s2) = (node2_pod_ip(ctx, 11), node2_pod_ip(ctx, 12));
     let mut spec = Spec::default();
     spec.local.insert(client, Serve::default());
+    spec.node2_agent = true;
     spec.docs.push(to_value(service.clone()));
     let mut serve = Serve::default();
     serve.add(Protocol::Udp, target);
     let primary = ctx.conv.primary_ip;
+    let node1 = super::world::N2_IP;
     with_world(ctx, b, spec, async |w, r| {
         adapted(r, &format!(
-            "one node: client, pod-server-1 and pod-server-2 are local pods (upstream puts the servers on node1); \
-             fixed source port {src_port} ({} for the NodePort variant, which runs alongside from the same pod); 'within 1 min' shortened to 15 s; the selector is the runner's (app: svc-udp), type NodePort so both variants share it",
+            "as upstream: client on node0 (this node), pod-server-1 ({s1}) and pod-server-2 ({s2}) on node1 = the sandbox's node2 running its own agent, created through its CNI; \
+             the Service's selector is replaced by the EndpointSlice the controller would publish (with nodeName); \
+             fixed source port {src_port} ({} for the NodePort variant, node1 InternalIP {node1}:{node_port}, which runs alongside from the same pod); 'within 1 min' shortened to 15 s; NodePort type so both variants share the Service",
             src_port + 1
         ));
         let variants = [
             ("ClusterIP", Source::Pod(client), SocketAddrV4::new(vip, port)),
-            ("NodePort", Source::Pod(client), SocketAddrV4::new(primary, node_port)),
+            ("NodePort (node1)", Source::Pod(client), SocketAddrV4::new(node1, node_port)),
             ("ClusterIP, hostNetwork client", Source::Node(primary), SocketAddrV4::new(vip, port)),
         ];
         // Step 1: clients send before any backend exists.
@@ -356,8 +385,8 @@ pub async fn udp_backend_change(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport
                 "no answer", &seen, ok, vec![]));
         }
         // Step 2: pod-server-1.
-        w.add_local_pod(s1, &serve).await?;
-        w.apply(&[to_value(service.clone()), pod_doc(s1, labels.clone(), json!([]))]).await?;
+        w.add_node2_pod_now(s1, &serve).await?;
+        w.apply(&[to_value(service.clone()), slice(&[s1])]).await?;
         let step = async |w: &World, r: &mut BehaviourReport, what: &str, want: Ipv4Addr| -> Result<()> {
             // The variants wait side by side: a failing one costs its window once.
             // The two pod variants run at once from the same pod, so the
@@ -376,10 +405,10 @@ pub async fn udp_backend_change(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport
         };
         step(w, r, "step 2, pod-server-1 created", s1).await?;
         // Step 3: pod-server-2, then pod-server-1 deleted.
-        w.add_local_pod(s2, &serve).await?;
-        w.apply(&[to_value(service.clone()), pod_doc(s1, labels.clone(), json!([])), pod_doc(s2, labels.clone(), json!([]))]).await?;
-        w.apply(&[to_value(service.clone()), pod_doc(s2, labels.clone(), json!([]))]).await?;
-        w.remove_local(s1).await?;
+        w.add_node2_pod_now(s2, &serve).await?;
+        w.apply(&[to_value(service.clone()), slice(&[s1, s2])]).await?;
+        w.apply(&[to_value(service.clone()), slice(&[s2])]).await?;
+        w.remove_node2_pod(s1).await?;
         step(w, r, "step 3, pod-server-2 created, pod-server-1 deleted", s2).await?;
         Ok(())
     })

@@ -1,24 +1,23 @@
 //! Scenario functions for e2e behaviours written for two nodes with an
-//! agent each: what happens on node0 runs here (client, backends and the
-//! agent on this node); what needs the second node's own proxy is
-//! reported as not run, with the reason. Also svc-015 (health check),
-//! svc-037 (NodePort on loopback), svc-039 and svc-042.
+//! agent each: node0 is this node, node1 the sandbox's node2 running its
+//! own agent (its clients are CNI pods or processes there, proxied by
+//! node2's datapath). Also svc-015 (health check), svc-037 (NodePort on
+//! loopback), svc-039 and svc-042.
 
 use super::super::cases::Protocol;
 use super::cases::{seq, text_of, Behaviour, Source};
-use super::e2e::{unsupported_row, with_world};
+use super::e2e::with_world;
 use super::expect::Observed;
 use super::kit::*;
 use super::report::BehaviourReport;
-use super::world::{Serve, Spec};
+use super::world::{Serve, Spec, N2_IP};
 use super::Ctx;
 use anyhow::Result;
 use serde_json::{json, Value as Json};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 const T: Duration = Duration::from_millis(1500);
-const NO_NODE1: &str = "needs a second node running its own agent (multi-node is not built: the sandbox's node2 has no proxy)";
 
 fn serve(p: Protocol, port: u16) -> Serve {
     let mut s = Serve::default();
@@ -42,104 +41,156 @@ fn first_port(s: &Json) -> (u16, u16) {
     )
 }
 
-/// svc-009: the backend sees exactly the client pod's address.
+/// The EndpointSlice the EndpointSlice controller would publish for
+/// `service`'s first port: `endpoints` (address, conditions, node name).
+fn slice_for(service: &Json, endpoints: &[(Ipv4Addr, Json, &str)]) -> serde_norway::Value {
+    let name = service["metadata"]["name"].as_str().unwrap_or("svc");
+    let (_, target) = first_port(service);
+    let p = &service["spec"]["ports"][0];
+    let eps: Vec<(Ipv4Addr, Json)> = endpoints
+        .iter()
+        .map(|(ip, c, _)| (*ip, c.clone()))
+        .collect();
+    let s = slice_doc(
+        name,
+        &format!("{name}-1"),
+        &eps,
+        json!([{"name": p["name"].clone(), "port": target, "protocol": p["protocol"].as_str().unwrap_or("TCP")}]),
+    );
+    let mut j = serde_json::to_value(&s).unwrap_or(Json::Null);
+    for (i, (_, _, node)) in endpoints.iter().enumerate() {
+        j["endpoints"][i]["nodeName"] = json!(node);
+    }
+    to_value(j)
+}
+
+/// What the two-node scenarios adapt, for the report.
+const TWO_NODES: &str = "node0 = this node, node1 = the sandbox's node2 running its own agent (node name <run id>-n2, pods through its CNI); \
+    the Service's selector is replaced by the EndpointSlice the EndpointSlice controller would publish (with nodeName), because each agent derives selector endpoints only from its own CNI pods";
+
+/// Why a node process on node1 reaches an iTP Local Service that has no
+/// endpoint there.
+const HOST_NO_LOCAL: &str = "node2's socket hook leaves a connect() to a Service without a usable endpoint untranslated for the tc path to drop (bpf/lib/sock.h, LB_FLAG_DROP_NO_BACKEND), \
+    but a node process's packets meet no Sluice tc program on their way out (the uplink has only nodeport.c on ingress): they leave node2 addressed to the ClusterIP, \
+    and this world's outside routes the service range to node0, whose agent serves it";
+
+fn peers(seen: &[Observed]) -> Vec<String> {
+    seen.iter()
+        .filter_map(|o| match o {
+            Observed::Answer { peer, .. } => Some(peer.ip().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// svc-009: the backend sees exactly the client pod's address, from a
+/// pause pod on node0 and one on node1 (node2, through its own agent).
 pub async fn source_ip(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
     let Some(svc) = file_service(b, 0) else {
         return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
     };
     let vip = cluster_ip(ctx, 9);
     let mut service = place_service(svc, vip, &[]);
-    let labels = json!({"app": "echo-sourceip"});
-    service["spec"]["selector"] = labels.clone();
+    if let Some(m) = service["spec"].as_object_mut() {
+        m.remove("selector");
+    }
     let (port, target) = first_port(&service);
-    let (client, echo) = (client_ip(ctx), backend_ip(ctx, 1));
+    let (client, echo, client1) = (client_ip(ctx), backend_ip(ctx, 1), node2_pod_ip(ctx, 2));
     let mut spec = Spec::default();
     spec.local.insert(client, Serve::default());
     spec.local.insert(echo, serve(Protocol::Tcp, target));
-    spec.docs.push(to_value(service));
-    spec.docs.push(pod_doc(echo, labels, json!([])));
+    spec.node2.insert(client1, Serve::default());
+    spec.docs.push(to_value(service.clone()));
+    spec.docs.push(slice_for(
+        &service,
+        &[(echo, json!({"ready": true}), ctx.conv.node_name.as_str())],
+    ));
     with_world(ctx, b, spec, async |w, r| {
+        r.notes.push(TWO_NODES.into());
         r.notes.push(format!(
-            "echo-sourceip = local pod {echo}; pause pod on node0 = local pod {client}"
+            "echo-sourceip = pod {echo} on node0; pause pod on node0 = pod {client}; pause pod on node1 = pod {client1} on node2"
         ));
         let to = SocketAddrV4::new(vip, port);
-        let seen = sample(w, &Source::Pod(client), to, Protocol::Tcp, 3, T).await?;
-        let ok = !seen.is_empty()
-            && seen
-                .iter()
-                .all(|o| matches!(o, Observed::Answer { peer, .. } if *peer.ip() == client));
-        let saw: Vec<String> = seen
-            .iter()
-            .filter_map(|o| match o {
-                Observed::Answer { peer, .. } => Some(peer.ip().to_string()),
-                _ => None,
-            })
-            .collect();
-        r.flows.push(row(
-            "pause pod on node0",
-            &format!("pod {client}"),
-            &to.to_string(),
-            Protocol::Tcp,
-            &format!("echo-sourceip sees exactly {client}"),
-            &seen,
-            ok,
-            vec![format!("client addresses seen: {saw:?}")],
-        ));
-        r.flows
-            .push(unsupported_row("pause pod on node1", NO_NODE1));
+        for (name, c) in [("pause pod on node0", client), ("pause pod on node1", client1)] {
+            let seen = sample(w, &Source::Pod(c), to, Protocol::Tcp, 3, T).await?;
+            let ok = !seen.is_empty()
+                && seen
+                    .iter()
+                    .all(|o| matches!(o, Observed::Answer { peer, .. } if *peer.ip() == c));
+            r.flows.push(row(
+                name,
+                &format!("pod {c}"),
+                &to.to_string(),
+                Protocol::Tcp,
+                &format!("echo-sourceip sees exactly {c}"),
+                &seen,
+                ok,
+                vec![format!("client addresses seen: {:?}", peers(&seen))],
+            ));
+        }
         Ok(())
     })
     .await
 }
 
-/// svc-021: iTP Local, node0 clients (pod and hostNetwork) and a
-/// hostNetwork backend; node1 clients not run.
+/// svc-021: iTP Local, clients (pod and hostNetwork) on node0 and on
+/// node1 (node2 with its own agent), pod and hostNetwork backends on node0.
 pub async fn itp_local(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
     let Some(svc) = file_service(b, 0) else {
         return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
     };
     let vip = cluster_ip(ctx, 21);
     let mut service = place_service(svc, vip, &[]);
-    let labels = json!({"app": "echo-hostname"});
-    service["spec"]["selector"] = labels.clone();
+    if let Some(m) = service["spec"].as_object_mut() {
+        m.remove("selector");
+    }
     let (port, target) = first_port(&service);
-    let (client, echo) = (client_ip(ctx), backend_ip(ctx, 1));
+    let (client, echo, client1) = (client_ip(ctx), backend_ip(ctx, 1), node2_pod_ip(ctx, 2));
     let primary = ctx.conv.primary_ip;
+    let node0 = ctx.conv.node_name.clone();
     let mut spec = Spec::default();
     spec.local.insert(client, Serve::default());
     spec.local.insert(echo, serve(Protocol::Tcp, target));
+    spec.node2.insert(client1, Serve::default());
     spec.docs.push(to_value(service.clone()));
-    spec.docs.push(pod_doc(echo, labels, json!([])));
+    spec.docs.push(slice_for(
+        &service,
+        &[(echo, json!({"ready": true}), node0.as_str())],
+    ));
     // Variant 3: the backend is the node itself on 10180.
     let host_port = 10180u16;
     with_world(ctx, b, spec, async |w, r| {
-        r.notes.push(format!("echo-hostname-0 = local pod {echo}; pause-pod-0 = local pod {client}; node0 = this node"));
+        r.notes.push(TWO_NODES.into());
+        r.notes.push(format!("echo-hostname-0 = pod {echo} on node0; pause-pod-0 = pod {client} on node0; pause-pod-1 = pod {client1} on node2; hostNetwork clients: node0 = {primary}, node1 = node2's {N2_IP}"));
         let to = SocketAddrV4::new(vip, port);
         let want = [SocketAddrV4::new(echo, target)];
+        let node1_clients = [("pod", Source::Pod(client1)), ("hostNetwork", Source::Node(N2_IP))];
         for (name, src) in [("same-node client (pod)", Source::Pod(client)), ("variant 2: same-node hostNetwork client", Source::Node(primary))] {
             let seen = sample(w, &src, to, Protocol::Tcp, 5, T).await?;
             r.flows.push(row(name, &src.to_string(), &to.to_string(), Protocol::Tcp, "echo-hostname-0", &seen, all_from(&seen, &want), vec![]));
         }
-        r.flows.push(unsupported_row("other-node client", NO_NODE1));
+        for (kind, src) in &node1_clients {
+            let name = if *kind == "pod" { "other-node client (pod)".to_string() } else { "variant 2: other-node hostNetwork client".to_string() };
+            let seen = sample(w, src, to, Protocol::Tcp, 5, T).await?;
+            let why = if *kind == "hostNetwork" && answered(&seen) { vec![HOST_NO_LOCAL.to_string()] } else { vec![] };
+            r.flows.push(row(&name, &src.to_string(), &to.to_string(), Protocol::Tcp, "connection error (no local endpoint on node1)", &seen, !answered(&seen), why));
+        }
         // Variant 3.
         let mut hs = service.clone();
         hs["spec"]["ports"][0]["targetPort"] = json!(host_port);
-        if let Some(m) = hs["spec"].as_object_mut() {
-            m.remove("selector");
-        }
-        let name = hs["metadata"]["name"].as_str().unwrap_or("svc").to_string();
-        let slice = slice_doc(&name, &format!("{name}-host"), &[(primary, json!({"ready": true}))],
-            json!([{"name": hs["spec"]["ports"][0]["name"].clone(), "port": host_port, "protocol": "TCP"}]));
-        let mut slice_j = serde_json::to_value(&slice).unwrap_or(Json::Null);
-        slice_j["endpoints"][0]["nodeName"] = json!(ctx.conv.node_name);
         w.serve_on_node(&serve(Protocol::Tcp, host_port)).await?;
-        w.apply(&[to_value(hs), to_value(slice_j)]).await?;
+        w.apply(&[to_value(hs.clone()), slice_for(&hs, &[(primary, json!({"ready": true}), node0.as_str())])]).await?;
         let want = [SocketAddrV4::new(primary, host_port)];
         for (name, src) in [("variant 3 (hostNetwork backend): pod client on node0", Source::Pod(client)), ("variant 3: hostNetwork client on node0", Source::Node(primary))] {
             let seen = sample(w, &src, to, Protocol::Tcp, 3, T).await?;
             r.flows.push(row(name, &src.to_string(), &to.to_string(), Protocol::Tcp, &format!("node0 ({primary}:{host_port})"), &seen, all_from(&seen, &want), vec![]));
         }
-        r.flows.push(unsupported_row("variants 2 and 3: clients on node1", NO_NODE1));
+        for (kind, src) in &node1_clients {
+            let seen = sample(w, src, to, Protocol::Tcp, 3, T).await?;
+            // Not dropped on node2 either (see variant 2): it fails further on.
+            let why = if *kind == "hostNetwork" { vec!["node2 does not drop this one either (see variant 2); the connection fails after leaving node2".to_string()] } else { vec![] };
+            r.flows.push(row(&format!("variant 3: {kind} client on node1"), &src.to_string(), &to.to_string(), Protocol::Tcp, "connection error (no local endpoint on node1)", &seen, !answered(&seen), why));
+        }
         Ok(())
     })
     .await
@@ -233,7 +284,8 @@ pub async fn health_check(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
 }
 
 /// svc-027: a terminating, still serving only backend keeps receiving
-/// traffic per traffic policy (node0 probes; node1 ones not run).
+/// traffic per traffic policy, from pause-pod-0 on node0 and pause-pod-1
+/// on node1 (node2, through its own agent).
 pub async fn terminating(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
     let Some(svc) = file_service(b, 0) else {
         return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
@@ -247,33 +299,25 @@ pub async fn terminating(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
             m.remove(k);
         }
     }
-    let name = base["metadata"]["name"]
-        .as_str()
-        .unwrap_or("svc")
-        .to_string();
     let (port, target) = first_port(&base);
-    let (client, echo) = (client_ip(ctx), backend_ip(ctx, 1));
+    let (client, echo, client1) = (client_ip(ctx), backend_ip(ctx, 1), node2_pod_ip(ctx, 2));
     let primary = ctx.conv.primary_ip;
-    let slice = {
-        let s = slice_doc(
-            &name,
-            &format!("{name}-1"),
-            &[(
-                echo,
-                json!({"ready": false, "serving": true, "terminating": true}),
-            )],
-            json!([{"name": base["spec"]["ports"][0]["name"].clone(), "port": target, "protocol": "TCP"}]),
-        );
-        let mut j = serde_json::to_value(&s).unwrap_or(Json::Null);
-        j["endpoints"][0]["nodeName"] = json!(ctx.conv.node_name);
-        to_value(j)
-    };
+    let slice = slice_for(
+        &base,
+        &[(
+            echo,
+            json!({"ready": false, "serving": true, "terminating": true}),
+            ctx.conv.node_name.as_str(),
+        )],
+    );
     let mut spec = Spec::default();
     spec.local.insert(client, Serve::default());
     spec.local.insert(echo, serve(Protocol::Tcp, target));
+    spec.node2.insert(client1, Serve::default());
     let cases = seq(b.raw.get("expect")).to_vec();
     with_world(ctx, b, spec, async |w, r| {
-        r.notes.push(format!("echo-hostname-0 = local pod {echo} published serving+terminating (as the EndpointSlice controller does for a deleted pod in its grace period); pause-pod-0 = local pod {client}; one round instead of 5 rounds 5 s apart"));
+        r.notes.push(TWO_NODES.into());
+        r.notes.push(format!("echo-hostname-0 = pod {echo} on node0, published serving+terminating (as the EndpointSlice controller does for a deleted pod in its grace period); pause-pod-0 = pod {client} on node0; pause-pod-1 = pod {client1} on node2; node0 InternalIP = {primary}, node1 InternalIP = {N2_IP}; nodePort {node_port} by the runner; one round instead of 5 rounds 5 s apart"));
         for c in &cases {
             let title = text_of(c.get("case")).unwrap_or_default();
             let mut s = base.clone();
@@ -294,25 +338,31 @@ pub async fn terminating(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
                 let from = text_of(p.get("from")).unwrap_or_default();
                 let to_s = text_of(p.get("to")).unwrap_or_default();
                 let label = format!("{title}: {from} → {to_s}");
-                if from.ends_with("-1") {
-                    r.flows.push(unsupported_row(&label, NO_NODE1));
-                    continue;
-                }
+                let src = match from.as_str() {
+                    "pause-pod-0" => Source::Pod(client),
+                    "pause-pod-1" => Source::Pod(client1),
+                    other => Source::Unsupported(format!("no client {other:?} in this scenario")),
+                };
                 let to = if to_s.starts_with("ClusterIP") {
-                    SocketAddrV4::new(vip, port)
+                    Some(SocketAddrV4::new(vip, port))
                 } else if to_s.starts_with("node0") {
-                    SocketAddrV4::new(primary, node_port)
+                    Some(SocketAddrV4::new(primary, node_port))
+                } else if to_s.starts_with("node1") {
+                    Some(SocketAddrV4::new(N2_IP, node_port))
                 } else {
-                    r.flows.push(unsupported_row(&label, NO_NODE1));
+                    None
+                };
+                let (Some(to), Some(_)) = (to, src.ip()) else {
+                    r.flows.push(super::e2e::unsupported_row(&label, &format!("cannot place {from:?} → {to_s:?}")));
                     continue;
                 };
-                let seen = sample(w, &Source::Pod(client), to, Protocol::Tcp, 3, T).await?;
+                let seen = sample(w, &src, to, Protocol::Tcp, 3, T).await?;
                 let want = [SocketAddrV4::new(echo, target)];
                 let (expected, ok) = match p.get("output") {
                     Some(serde_norway::Value::Sequence(_)) => ("echo-hostname-0".to_string(), all_from(&seen, &want)),
                     _ => ("connection error".to_string(), !answered(&seen)),
                 };
-                r.flows.push(row(&label, &format!("pod {client}"), &to.to_string(), Protocol::Tcp, &expected, &seen, ok, vec![]));
+                r.flows.push(row(&label, &src.to_string(), &to.to_string(), Protocol::Tcp, &expected, &seen, ok, vec![]));
             }
         }
         Ok(())

@@ -27,6 +27,12 @@ pub fn backend_ip(ctx: &super::Ctx<'_>, n: u8) -> Ipv4Addr {
     Ipv4Addr::from(base + (1 << 8) + u32::from(n))
 }
 
+/// Pods on node2 (its own agent's pod CIDR, `10.0.2.n`).
+pub fn node2_pod_ip(ctx: &super::Ctx<'_>, n: u8) -> Ipv4Addr {
+    let base = u32::from(super::world::node2_pod_cidr(ctx.conv).network());
+    Ipv4Addr::from(base + u32::from(n))
+}
+
 /// The client pod of e2e scenarios.
 pub fn client_ip(ctx: &super::Ctx<'_>) -> Ipv4Addr {
     let base = u32::from(ctx.conv.pod_cidr.network());

@@ -2,13 +2,21 @@
 //!
 //! ```text
 //!  local pods (CNI, literal IPs) ── node ─ext0── outside ──── node2 ── remote pods
-//!  192.168.0.2 (+.1.2, .99.11)      agent       203.0.113.2, .130 on lo   (no agent)
+//!  192.168.0.2 (+.1.2, .99.11)      agent       203.0.113.2, .130 on lo   100.64.0.2
 //! ```
 //!
 //! The outside routes the service range, the behaviour's VIPs and the
 //! local pods via the node, and remote pods via node2; the node's and
 //! node2's default routes go to the outside, so every reply goes to
 //! whoever it is addressed to. Backends run the whoami servers.
+//!
+//! node2 has no agent unless the behaviour needs one (a client or server
+//! on "node1" of the e2e wording that must be proxied there): then it
+//! runs its own agent (node name `<run id>-n2`, its own state dir,
+//! socket and cgroups, the same manifests), and its pods
+//! ([`Spec::node2`]) are created through the real CNI against it, in the
+//! pod CIDR [`node2_pod_cidr`]. Otherwise remote pods are plain netns
+//! wired by hand ([`Spec::remote`]), as cheap as before.
 
 use super::super::cases::Protocol;
 use super::super::manifests::write_atomic;
@@ -41,7 +49,19 @@ impl SubOne for Ipv4Addr {
 /// The link between the outside and node2 (CGNAT space: no behaviour
 /// uses it).
 const N2_OUT: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
-const N2_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
+pub const N2_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
+/// The name scenarios give node2 in `nodeName`; written as node2's
+/// agent's node name (`<run id>-n2`).
+pub const NODE2_NAME: &str = "node2";
+const N2_SUFFIX: &str = "n2";
+const N2_DEVICE: &str = "eth0";
+
+/// node2's `--pod-cidr` (its IPAM range): the third /24 of the pod range
+/// of the conventions (`10.0.2.0/24`); this node's pods are elsewhere.
+pub fn node2_pod_cidr(c: &Conventions) -> ipnet::Ipv4Net {
+    let base = u32::from(c.pod_cidr.network()) + (2 << 8);
+    ipnet::Ipv4Net::new(Ipv4Addr::from(base), 24).unwrap_or(c.pod_cidr)
+}
 const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a backend serves (whoami on each port).
@@ -88,8 +108,14 @@ pub struct Spec {
     pub docs: Vec<serde_norway::Value>,
     /// Pods on this node (CNI, exact address) → what they serve.
     pub local: BTreeMap<Ipv4Addr, Serve>,
-    /// Pods on node2 → what they serve.
+    /// Pods on node2 wired by hand (node2 without an agent) → what they
+    /// serve.
     pub remote: BTreeMap<Ipv4Addr, Serve>,
+    /// Pods on node2 created through the CNI of node2's own agent (which
+    /// runs when this is non-empty or [`Spec::node2_agent`]).
+    pub node2: BTreeMap<Ipv4Addr, Serve>,
+    /// Run node2's own agent.
+    pub node2_agent: bool,
     /// Addresses the outside routes to the node (VIPs, external IPs).
     pub routed: BTreeSet<Ipv4Addr>,
     /// Extra agent flags (beyond the sandbox's and the world's).
@@ -105,6 +131,10 @@ pub struct World {
     pub pods: BTreeMap<Ipv4Addr, Pod>,
     remote: BTreeMap<Ipv4Addr, Pod>,
     node2: Option<String>,
+    /// node2's agent, when it runs.
+    agent2: Option<(sluice_testbed::SecondNode, sluice_api::Client)>,
+    /// node2's CNI pods.
+    pub pods2: BTreeMap<Ipv4Addr, Pod>,
     next_remote: u32,
     generation: u16,
 }
@@ -138,6 +168,8 @@ impl World {
             pods: BTreeMap::new(),
             remote: BTreeMap::new(),
             node2: None,
+            agent2: None,
+            pods2: BTreeMap::new(),
             next_remote: 0,
             generation: 0,
         };
@@ -164,6 +196,12 @@ impl World {
         }
         for (ip, serve) in &spec.remote {
             w.add_remote(*ip, serve).await?;
+        }
+        if spec.node2_agent || !spec.node2.is_empty() {
+            w.start_node2_agent(&spec.agent_flags).await?;
+        }
+        for (ip, serve) in &spec.node2 {
+            w.add_node2_pod(*ip, serve).await?;
         }
         w.apply(&spec.docs).await?;
         Ok(w)
@@ -318,6 +356,8 @@ impl World {
         )?;
         let p = sluice_testbed::netns_path(&n2);
         sysctl_in(&p, "net.ipv4.ip_forward", "1")?;
+        // As on the node: ICMP errors are not rate-limited.
+        sysctl_in(&p, "net.ipv4.icmp_ratelimit", "0")?;
         for key in [
             "net.ipv4.conf.all.rp_filter",
             "net.ipv4.conf.default.rp_filter",
@@ -326,6 +366,86 @@ impl World {
         }
         self.node2 = Some(n2.clone());
         Ok(n2)
+    }
+
+    /// node2's own agent on its uplink, with the world's flags for its
+    /// node and pod CIDR.
+    async fn start_node2_agent(&mut self, extra: &[String]) -> Result<()> {
+        let n2 = self.node2()?;
+        let mut flags: Vec<String> = vec![
+            format!("--pod-cidr={}", node2_pod_cidr(&self.conv)),
+            "--nodeport-range=1-65535".into(),
+        ];
+        for (flag, value) in [
+            ("--node-ip", N2_IP.to_string()),
+            ("--cluster-cidr", self.conv.pod_cidr.to_string()),
+        ] {
+            if agent_accepts(&self.sluice, flag) {
+                flags.push(format!("{flag}={value}"));
+            }
+        }
+        flags.extend(extra.iter().cloned());
+        let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let sluice = self.sluice.clone();
+        let node = self
+            .sb
+            .start_second_node(N2_SUFFIX, &n2, &sluice, N2_DEVICE, &refs)
+            .await
+            .context("cannot start node2's agent")?;
+        let api = sluice_api::Client::new(node.socket());
+        self.agent2 = Some((node, api));
+        Ok(())
+    }
+
+    /// A pod on node2 through node2's agent's CNI (exact address); the
+    /// outside routes it to node2.
+    async fn add_node2_pod(&mut self, ip: Ipv4Addr, serve: &Serve) -> Result<()> {
+        let node = self
+            .agent2
+            .as_ref()
+            .map(|(n, _)| n.clone())
+            .ok_or_else(|| anyhow!("node2 has no agent"))?;
+        let pod = self
+            .sb
+            .add_pod_on(&node, POD_NS, &pod_name(ip), Some(ip))
+            .await
+            .with_context(|| format!("cannot create node2 pod {ip}"))?;
+        ip_in(
+            &self.out(),
+            &[
+                "route",
+                "replace",
+                &format!("{ip}/32"),
+                "via",
+                &N2_IP.to_string(),
+            ],
+        )?;
+        if !serve.is_empty() {
+            self.sb
+                .spawn_workload_in(&pod, serve.args(ip), &node.pods_cgroup)
+                .await?;
+        }
+        self.pods2.insert(ip, pod);
+        Ok(())
+    }
+
+    pub async fn add_node2_pod_now(&mut self, ip: Ipv4Addr, serve: &Serve) -> Result<()> {
+        self.add_node2_pod(ip, serve).await
+    }
+
+    /// Removes a node2 pod (CNI DEL against node2's agent).
+    pub async fn remove_node2_pod(&mut self, ip: Ipv4Addr) -> Result<()> {
+        let node = self
+            .agent2
+            .as_ref()
+            .map(|(n, _)| n.clone())
+            .ok_or_else(|| anyhow!("node2 has no agent"))?;
+        let pod = self
+            .pods2
+            .remove(&ip)
+            .ok_or_else(|| anyhow!("no node2 pod {ip}"))?;
+        self.sb.remove_pod_on(&node, &pod).await?;
+        Ok(())
     }
 
     /// A pod on node2: a netns with a veth to node2 (proxy ARP there),
@@ -399,10 +519,12 @@ impl World {
     pub async fn apply(&mut self, docs: &[serde_norway::Value]) -> Result<()> {
         self.generation = self.generation % u16::MAX + 1;
         let node_name = self.sb.run_id().to_string();
+        let node2_name = format!("{node_name}-{N2_SUFFIX}");
         let mut out: Vec<Json> = Vec::new();
         for d in docs {
             let mut j = serde_json::to_value(d).context("a manifest is not JSON-able")?;
             rewrite_node_name(&mut j, &self.conv.node_name, &node_name);
+            rewrite_node_name(&mut j, NODE2_NAME, &node2_name);
             out.push(j);
         }
         // Pods the behaviour defines itself get the opt-out too.
@@ -411,7 +533,7 @@ impl World {
                 d["metadata"]["annotations"]["sluice.io/socket-lb"] = json!("false");
             }
         }
-        for pod in self.pods.values() {
+        for pod in self.pods.values().chain(self.pods2.values()) {
             let annotations = match self.path {
                 ProbePath::Tc => json!({"sluice.io/socket-lb": "false"}),
                 ProbePath::Socket => json!({}),
@@ -444,20 +566,28 @@ impl World {
         self.wait_applied().await
     }
 
+    /// Until every agent (this node's, node2's) applied this version.
     async fn wait_applied(&self) -> Result<()> {
+        self.wait_applied_by(&self.api, "the agent").await?;
+        if let Some((_, api2)) = &self.agent2 {
+            self.wait_applied_by(api2, "node2's agent").await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_applied_by(&self, api: &sluice_api::Client, who: &str) -> Result<()> {
         let deadline = Instant::now() + APPLY_TIMEOUT;
         let full = format!("{MARKER_NS}/{MARKER_NAME}");
         loop {
-            let services: Vec<sluice_api::ServiceInfo> = self
-                .api
+            let services: Vec<sluice_api::ServiceInfo> = api
                 .get("/v1/services")
                 .await
-                .context("cannot list the agent's services")?;
+                .with_context(|| format!("cannot list {who}'s services"))?;
             if services
                 .iter()
                 .any(|s| s.service == full && s.port == self.generation)
             {
-                let status: sluice_api::Status = self.api.get("/v1/status").await?;
+                let status: sluice_api::Status = api.get("/v1/status").await?;
                 let rejected: Vec<String> = status
                     .rejected
                     .iter()
@@ -465,13 +595,13 @@ impl World {
                     .map(|r| format!("{}: {}", r.object, r.error))
                     .collect();
                 if !rejected.is_empty() {
-                    bail!("the agent rejected: {}", rejected.join("; "));
+                    bail!("{who} rejected: {}", rejected.join("; "));
                 }
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "the agent did not apply {FILE} (generation {}) within {}s",
+                    "{who} did not apply {FILE} (generation {}) within {}s",
                     self.generation,
                     APPLY_TIMEOUT.as_secs()
                 );
@@ -513,6 +643,27 @@ impl World {
         bind_port: u16,
     ) -> Result<ProbeJob> {
         let (netns, cgroup, bind) = match source {
+            Source::Pod(ip) if self.pods2.contains_key(ip) => {
+                let (node, _) = self
+                    .agent2
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("node2 has no agent"))?;
+                let bind = (bind_port != 0).then(|| SocketAddr::from((*ip, bind_port)));
+                (
+                    self.pods2[ip].netns.clone(),
+                    Some(node.pods_cgroup.clone()),
+                    bind,
+                )
+            }
+            // A process on node2, in its pods cgroup (its socket hooks).
+            Source::Node(ip) if *ip == N2_IP && self.agent2.is_some() => {
+                let node = self.agent2.as_ref().map(|(n, _)| n);
+                (
+                    sluice_testbed::netns_path(self.node2.as_deref().unwrap_or_default()),
+                    node.map(|n| n.pods_cgroup.clone()),
+                    Some(SocketAddr::from((*ip, bind_port))),
+                )
+            }
             Source::Pod(ip) => {
                 let pod = self
                     .pods
