@@ -68,12 +68,6 @@ fn slice_for(service: &Json, endpoints: &[(Ipv4Addr, Json, &str)]) -> serde_norw
 const TWO_NODES: &str = "node0 = this node, node1 = the sandbox's node2 running its own agent (node name <run id>-n2, pods through its CNI); \
     the Service's selector is replaced by the EndpointSlice the EndpointSlice controller would publish (with nodeName), because each agent derives selector endpoints only from its own CNI pods";
 
-/// Why a node process on node1 reaches an iTP Local Service that has no
-/// endpoint there.
-const HOST_NO_LOCAL: &str = "node2's socket hook leaves a connect() to a Service without a usable endpoint untranslated for the tc path to drop (bpf/lib/sock.h, LB_FLAG_DROP_NO_BACKEND), \
-    but a node process's packets meet no Sluice tc program on their way out (the uplink has only nodeport.c on ingress): they leave node2 addressed to the ClusterIP, \
-    and this world's outside routes the service range to node0, whose agent serves it";
-
 fn peers(seen: &[Observed]) -> Vec<String> {
     seen.iter()
         .filter_map(|o| match o {
@@ -172,8 +166,7 @@ pub async fn itp_local(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         for (kind, src) in &node1_clients {
             let name = if *kind == "pod" { "other-node client (pod)".to_string() } else { "variant 2: other-node hostNetwork client".to_string() };
             let seen = sample(w, src, to, Protocol::Tcp, 5, T).await?;
-            let why = if *kind == "hostNetwork" && answered(&seen) { vec![HOST_NO_LOCAL.to_string()] } else { vec![] };
-            r.flows.push(row(&name, &src.to_string(), &to.to_string(), Protocol::Tcp, "connection error (no local endpoint on node1)", &seen, !answered(&seen), why));
+            r.flows.push(row(&name, &src.to_string(), &to.to_string(), Protocol::Tcp, "connection error (no local endpoint on node1)", &seen, !answered(&seen), vec![]));
         }
         // Variant 3.
         let mut hs = service.clone();
@@ -187,9 +180,7 @@ pub async fn itp_local(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         }
         for (kind, src) in &node1_clients {
             let seen = sample(w, src, to, Protocol::Tcp, 3, T).await?;
-            // Not dropped on node2 either (see variant 2): it fails further on.
-            let why = if *kind == "hostNetwork" { vec!["node2 does not drop this one either (see variant 2); the connection fails after leaving node2".to_string()] } else { vec![] };
-            r.flows.push(row(&format!("variant 3: {kind} client on node1"), &src.to_string(), &to.to_string(), Protocol::Tcp, "connection error (no local endpoint on node1)", &seen, !answered(&seen), why));
+            r.flows.push(row(&format!("variant 3: {kind} client on node1"), &src.to_string(), &to.to_string(), Protocol::Tcp, "connection error (no local endpoint on node1)", &seen, !answered(&seen), vec![]));
         }
         Ok(())
     })
