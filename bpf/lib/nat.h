@@ -36,6 +36,12 @@ static __always_inline __u64 l4_csum_flags(const struct packet *pkt)
  * whole packet, which is not done: SCTP frontends whose port differs from
  * the backend's fail here (the caller drops with NAT_FAILED).
  *
+ * A later IP fragment (pkt_is_later_frag) has no L4 header: only its
+ * addresses and the IP header checksum change. Its ports (from the first
+ * fragment, lib/frag.h) only exist in the first fragment, where they are
+ * rewritten, together with the L4 checksum of the whole datagram (which
+ * also covers the later fragments' bytes, unchanged).
+ *
  * Return: 0 on success, negative if a helper failed (the caller drops).
  */
 static __always_inline int nat_rewrite(struct __sk_buff *skb, struct packet *pkt, int is_dst,
@@ -48,12 +54,13 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct packet *pkt
 	__u32 port_off = pkt->l4_off + (is_dst ? 2 : 0);
 	__u32 csum_off = l4_csum_off(pkt);
 	__u64 flags = l4_csum_flags(pkt);
+	int l4 = !pkt_is_later_frag(pkt);
 	int ret;
 
-	if (pkt->proto == IPPROTO_SCTP && old_port != new_port)
+	if (l4 && pkt->proto == IPPROTO_SCTP && old_port != new_port)
 		return -1;
 	if (old_addr != new_addr) {
-		if (pkt->proto != IPPROTO_SCTP) {
+		if (l4 && pkt->proto != IPPROTO_SCTP) {
 			ret = bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
 						  flags | BPF_F_PSEUDO_HDR | sizeof(new_addr));
 			if (ret)
@@ -66,7 +73,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct packet *pkt
 		if (ret)
 			return ret;
 	}
-	if (old_port != new_port) {
+	if (l4 && old_port != new_port) {
 		ret = bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
 					  flags | sizeof(new_port));
 		if (ret)

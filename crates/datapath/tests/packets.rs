@@ -1796,3 +1796,204 @@ fn a_conntrack_map_with_an_older_layout_is_replaced_at_load() {
         .unwrap();
     assert_eq!(tuple_checked(&out).1, (BACKEND_A, 8080));
 }
+
+use sluice_datapath::bindings::sluice_metric;
+const METRIC_SERVICE_NEW_FLOW: usize = sluice_metric::METRIC_SERVICE_NEW_FLOW as usize;
+const METRIC_SERVICE_CT_HIT: usize = sluice_metric::METRIC_SERVICE_CT_HIT as usize;
+const METRIC_REVNAT: usize = sluice_metric::METRIC_REVNAT as usize;
+const METRIC_FRAG_NO_FIRST: usize = sluice_metric::METRIC_FRAG_NO_FIRST as usize;
+
+/// An IPv4 packet with the given fragment fields around `payload` (which
+/// is the datagram's bytes from `offset_bytes` on).
+fn ipv4_fragment(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    id: u16,
+    offset_bytes: usize,
+    more: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut ip = etherparse::Ipv4Header::new(
+        payload.len() as u16,
+        64,
+        etherparse::IpNumber(proto),
+        src.octets(),
+        dst.octets(),
+    )
+    .unwrap();
+    ip.identification = id;
+    ip.more_fragments = more;
+    ip.fragment_offset = etherparse::IpFragOffset::try_new((offset_bytes / 8) as u16).unwrap();
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = Vec::new();
+    etherparse::Ethernet2Header {
+        source: POD_MAC,
+        destination: HOST_MAC,
+        ether_type: etherparse::EtherType::IPV4,
+    }
+    .write(&mut out)
+    .unwrap();
+    ip.write(&mut out).unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A UDP datagram (with its checksum) cut into two fragments, the first
+/// carrying the UDP header and `first_len - 8` payload bytes.
+fn udp_fragments(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    id: u16,
+    payload: &[u8],
+    first_len: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(first_len % 8, 0);
+    let whole = udp(src, dst, payload);
+    let datagram = &whole[14 + 20..];
+    (
+        ipv4_fragment(src.0, dst.0, UDP, id, 0, true, &datagram[..first_len]),
+        ipv4_fragment(
+            src.0,
+            dst.0,
+            UDP,
+            id,
+            first_len,
+            false,
+            &datagram[first_len..],
+        ),
+    )
+}
+
+/// Addresses, IP id, fragment offset (bytes) and MF of a fragment after
+/// checking its IP header checksum; and its payload.
+fn fragment_checked(pkt: &[u8]) -> ((Ipv4Addr, Ipv4Addr, u16, usize, bool), Vec<u8>) {
+    let (h, _) = etherparse::Ipv4Header::from_slice(&pkt[14..]).unwrap();
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "IP header checksum"
+    );
+    let start = 14 + h.header_len();
+    let end = 14 + h.total_len as usize;
+    (
+        (
+            Ipv4Addr::from(h.source),
+            Ipv4Addr::from(h.destination),
+            h.identification,
+            h.fragment_offset.byte_offset() as usize,
+            h.more_fragments,
+        ),
+        pkt[start..end].to_vec(),
+    )
+}
+
+/// Reassembles two translated fragments of a UDP datagram and returns its
+/// tuple, the UDP checksum checked against the (new) addresses.
+fn reassembled_udp(first: &[u8], second: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let ((s1, d1, id1, off1, mf1), p1) = fragment_checked(first);
+    let ((s2, d2, id2, off2, mf2), p2) = fragment_checked(second);
+    assert_eq!((s1, d1, id1), (s2, d2, id2), "fragments disagree");
+    assert_eq!((off1, mf1, off2, mf2), (0, true, p1.len(), false));
+    let mut datagram = p1;
+    datagram.extend_from_slice(&p2);
+    let whole = ipv4_fragment(s1, d1, UDP, id1, 0, false, &datagram);
+    tuple_checked(&whole)
+}
+
+#[test]
+fn a_fragmented_udp_datagram_to_a_cluster_ip_is_translated_fragment_by_fragment() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 53, UDP), 1, false, &[(1, BACKEND_A, 5353)]);
+    let payload: Vec<u8> = (0..2000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let (f1, f2) = udp_fragments((CLIENT, 40000), (VIP, 53), 0x1234, &payload, 1480);
+
+    let (v1, o1) = h.run(Program::FromPod, &f1);
+    let (v2, o2) = h.run(Program::FromPod, &f2);
+    assert_eq!((v1, v2), (TC_ACT_OK, TC_ACT_OK));
+    assert_eq!(
+        fragment_checked(&o2).0 .1,
+        BACKEND_A,
+        "the later fragment follows the first"
+    );
+    assert_eq!(
+        fragment_checked(&o2).1,
+        fragment_checked(&f2).1,
+        "a later fragment's bytes are payload: untouched"
+    );
+    assert_eq!(
+        reassembled_udp(&o1, &o2),
+        ((CLIENT, 40000), (BACKEND_A, 5353))
+    );
+    let m = h.maps.metrics().unwrap();
+    assert_eq!(m[METRIC_SERVICE_NEW_FLOW], 1);
+    assert_eq!(
+        m[METRIC_SERVICE_CT_HIT], 1,
+        "the later fragment hit conntrack"
+    );
+
+    // The reply, fragmented too, leaves the backend pod: rev-NAT on both.
+    let answer: Vec<u8> = payload.iter().rev().copied().collect();
+    let (r1, r2) = udp_fragments((BACKEND_A, 5353), (CLIENT, 40000), 0x4321, &answer, 1480);
+    let (v1, o1) = h.run(Program::FromPod, &r1);
+    let (v2, o2) = h.run(Program::FromPod, &r2);
+    assert_eq!((v1, v2), (TC_ACT_OK, TC_ACT_OK));
+    assert_eq!(reassembled_udp(&o1, &o2), ((VIP, 53), (CLIENT, 40000)));
+    assert_eq!(h.maps.metrics().unwrap()[METRIC_REVNAT], 2);
+
+    // The first fragment of the next datagram follows conntrack as well.
+    let (f1, f2) = udp_fragments((CLIENT, 40000), (VIP, 53), 0x1235, &payload, 1024);
+    let (_, o1) = h.run(Program::FromPod, &f1);
+    let (_, o2) = h.run(Program::FromPod, &f2);
+    assert_eq!(
+        reassembled_udp(&o1, &o2),
+        ((CLIENT, 40000), (BACKEND_A, 5353))
+    );
+}
+
+#[test]
+fn a_later_fragment_whose_first_was_not_seen_passes_untouched() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 53, UDP), 1, false, &[(1, BACKEND_A, 5353)]);
+    let payload = vec![0x5a; 2000];
+    let (f1, f2) = udp_fragments((CLIENT, 40001), (VIP, 53), 0x7777, &payload, 1480);
+    let (v, out) = h.run(Program::FromPod, &f2);
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(out, f2, "untouched");
+    assert_eq!(h.maps.metrics().unwrap()[METRIC_FRAG_NO_FIRST], 1);
+    // Its first fragment, coming late, is still translated (and the next
+    // later fragment of that datagram would follow it).
+    let (_, out) = h.run(Program::FromPod, &f1);
+    assert_eq!(fragment_checked(&out).0 .1, BACKEND_A);
+    // Another datagram's id does not borrow this one's ports.
+    let (_, f2_other) = udp_fragments((CLIENT, 40001), (VIP, 53), 0x7778, &payload, 1480);
+    let (_, out) = h.run(Program::FromPod, &f2_other);
+    assert_eq!(out, f2_other);
+}
+
+#[test]
+fn a_fragmented_nodeport_datagram_is_masqueraded_fragment_by_fragment() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30053, UDP),
+        7,
+        true,
+        &[(1, BACKEND_A, 5353)],
+    );
+    let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let (f1, f2) = udp_fragments((OUTSIDE, 50000), (NODE, 30053), 0x99, &payload, 1480);
+    let (v1, o1) = h.run(Program::NodePort, &f1);
+    let (v2, o2) = h.run(Program::NodePort, &f2);
+    assert_masquerade_verdict(v1);
+    assert_masquerade_verdict(v2);
+    assert_eq!(
+        reassembled_udp(&o1, &o2),
+        ((NODE, 50000), (BACKEND_A, 5353))
+    );
+    // The reply leaves the backend pod: NodePort and client come back.
+    let (r1, r2) = udp_fragments((BACKEND_A, 5353), (NODE, 50000), 0x9a, &payload, 1480);
+    let (v1, o1) = h.run(Program::FromPod, &r1);
+    let (v2, o2) = h.run(Program::FromPod, &r2);
+    assert_eq!((v1, v2), (TC_ACT_REDIRECT, TC_ACT_REDIRECT));
+    assert_eq!(reassembled_udp(&o1, &o2), ((NODE, 30053), (OUTSIDE, 50000)));
+}
