@@ -1997,3 +1997,156 @@ fn a_fragmented_nodeport_datagram_is_masqueraded_fragment_by_fragment() {
     assert_eq!((v1, v2), (TC_ACT_REDIRECT, TC_ACT_REDIRECT));
     assert_eq!(reassembled_udp(&o1, &o2), ((NODE, 30053), (OUTSIDE, 50000)));
 }
+
+const SCTP: u8 = 132;
+static CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// CRC32c of SCTP bytes, the checksum field counted as zero (RFC 9260 §6.8).
+fn sctp_crc(sctp: &[u8]) -> u32 {
+    let mut d = CRC32C.digest();
+    d.update(&sctp[..8]);
+    d.update(&[0; 4]);
+    d.update(&sctp[12..]);
+    d.finalize()
+}
+
+/// An SCTP packet with one chunk (type `chunk`, `body` after its header,
+/// padded to 4 bytes) and a valid CRC32c (least significant byte first).
+fn sctp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), chunk: u8, body: &[u8]) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.extend_from_slice(&src.1.to_be_bytes());
+    s.extend_from_slice(&dst.1.to_be_bytes());
+    s.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+    s.extend_from_slice(&[0; 4]);
+    s.extend_from_slice(&[chunk, 0]);
+    s.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
+    s.extend_from_slice(body);
+    while s.len() % 4 != 0 {
+        s.push(0);
+    }
+    let crc = sctp_crc(&s);
+    s[8..12].copy_from_slice(&crc.to_le_bytes());
+    let b = PacketBuilder::ethernet2(POD_MAC, HOST_MAC).ipv4(src.0.octets(), dst.0.octets(), 64);
+    let mut out = Vec::new();
+    b.write(&mut out, etherparse::IpNumber(SCTP), &s).unwrap();
+    out
+}
+
+/// The tuple of an SCTP packet, after checking its IP header checksum and
+/// its CRC32c against a from-scratch computation.
+fn sctp_checked(pkt: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let ((src, dst, _, off, mf), s) = fragment_checked(pkt);
+    assert_eq!((off, mf), (0, false));
+    let carried = u32::from_le_bytes(s[8..12].try_into().unwrap());
+    assert_eq!(carried, sctp_crc(&s), "SCTP CRC32c");
+    (
+        (src, u16::from_be_bytes([s[0], s[1]])),
+        (dst, u16::from_be_bytes([s[2], s[3]])),
+    )
+}
+
+/// An INIT chunk's body: initiate tag, a_rwnd, streams, initial TSN, and
+/// `extra` bytes of parameters (to vary the length).
+fn init_body(extra: usize) -> Vec<u8> {
+    let mut b = vec![0xca, 0xfe, 0xba, 0xbe, 0, 1, 0, 0, 0, 10, 0, 10, 0, 0, 0, 1];
+    if extra > 0 {
+        // An unrecognized parameter type 0x8001 carrying filler bytes.
+        let len = 4 + extra;
+        b.extend_from_slice(&[0x80, 0x01]);
+        b.extend_from_slice(&(len as u16).to_be_bytes());
+        b.extend((0..extra).map(|i| (i * 13 + 1) as u8));
+    }
+    b
+}
+
+#[test]
+fn sctp_nodeport_with_another_target_port_gets_a_valid_crc_both_ways() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30132, SCTP),
+        7,
+        true,
+        &[(1, BACKEND_A, 132)],
+    );
+    let (v, out) = h.run(
+        Program::NodePort,
+        &sctp((OUTSIDE, 5000), (NODE, 30132), 1, &init_body(0)),
+    );
+    assert_masquerade_verdict(v);
+    assert_eq!(sctp_checked(&out), ((NODE, 5000), (BACKEND_A, 132)));
+    // The INIT-ACK from the backend port: rev-NAT to the NodePort.
+    let (v, out) = h.run(
+        Program::FromPod,
+        &sctp((BACKEND_A, 132), (NODE, 5000), 2, &init_body(40)),
+    );
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(sctp_checked(&out), ((NODE, 30132), (OUTSIDE, 5000)));
+
+    // Another client on the same source port: masqueraded to another
+    // port too, so both ports change (two CRC updates in one packet).
+    let other = Ipv4Addr::new(172, 31, 9, 3);
+    let (_, out) = h.run(
+        Program::NodePort,
+        &sctp((other, 5000), (NODE, 30132), 1, &init_body(1200)),
+    );
+    let ((snat, snat_port), dst) = sctp_checked(&out);
+    assert_eq!((snat, dst), (NODE, (BACKEND_A, 132)));
+    assert_ne!(snat_port, 5000);
+    let (_, out) = h.run(
+        Program::FromPod,
+        &sctp((BACKEND_A, 132), (NODE, snat_port), 2, &init_body(1200)),
+    );
+    assert_eq!(sctp_checked(&out), ((NODE, 30132), (other, 5000)));
+}
+
+#[test]
+fn sctp_cluster_ip_port_translation_keeps_the_crc_valid_and_a_bad_one_bad() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 81, SCTP), 1, false, &[(1, BACKEND_A, 8181)]);
+    for extra in [0, 3, 500, 1400] {
+        let (v, out) = h.run(
+            Program::FromPod,
+            &sctp(
+                (CLIENT, 6000 + extra as u16),
+                (VIP, 81),
+                1,
+                &init_body(extra),
+            ),
+        );
+        assert_eq!(v, TC_ACT_OK, "{extra}");
+        assert_eq!(
+            sctp_checked(&out),
+            ((CLIENT, 6000 + extra as u16), (BACKEND_A, 8181))
+        );
+        let (_, out) = h.run(
+            Program::FromPod,
+            &sctp(
+                (BACKEND_A, 8181),
+                (CLIENT, 6000 + extra as u16),
+                2,
+                &init_body(extra),
+            ),
+        );
+        assert_eq!(
+            sctp_checked(&out),
+            ((VIP, 81), (CLIENT, 6000 + extra as u16))
+        );
+    }
+    // A corrupt packet stays corrupt: the CRC is updated, not recomputed.
+    let mut bad = sctp((CLIENT, 7000), (VIP, 81), 1, &init_body(8));
+    bad[14 + 20 + 8] ^= 0x55;
+    let (_, out) = h.run(Program::FromPod, &bad);
+    let (_, s) = fragment_checked(&out);
+    assert_eq!(u16::from_be_bytes([s[2], s[3]]), 8181);
+    assert_ne!(
+        u32::from_le_bytes(s[8..12].try_into().unwrap()),
+        sctp_crc(&s)
+    );
+    // A CRC not computed yet (0: CRC offload) is left for the stack.
+    let mut partial = sctp((CLIENT, 7001), (VIP, 81), 1, &init_body(8));
+    partial[14 + 20 + 8..14 + 20 + 12].copy_from_slice(&[0; 4]);
+    let (_, out) = h.run(Program::FromPod, &partial);
+    let (_, s) = fragment_checked(&out);
+    assert_eq!(u16::from_be_bytes([s[2], s[3]]), 8181);
+    assert_eq!(&s[8..12], &[0; 4]);
+}
