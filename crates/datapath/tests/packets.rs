@@ -2150,3 +2150,28 @@ fn sctp_cluster_ip_port_translation_keeps_the_crc_valid_and_a_bad_one_bad() {
     assert_eq!(u16::from_be_bytes([s[2], s[3]]), 8181);
     assert_eq!(&s[8..12], &[0; 4]);
 }
+
+#[test]
+fn later_fragments_are_judged_by_policy_with_their_first_fragments_ports() {
+    let mut h = Harness::new();
+    let mut p = h.policy_world(&[(BACKEND_A, true, false)]);
+    p.upsert_policy(
+        pm(BACKEND_A, ID_CLIENT, INGRESS, UDP, 53, 16),
+        PolicyValue {
+            rule_id: 4,
+            deny: false,
+        },
+    )
+    .unwrap();
+    let payload = vec![7u8; 2000];
+    let (f1, f2) = udp_fragments((CLIENT, 5400), (BACKEND_A, 53), 0x501, &payload, 1480);
+    assert_eq!(h.run(Program::ToPod, &f1).0, TC_ACT_OK);
+    assert_eq!(h.run(Program::ToPod, &f2).0, TC_ACT_OK, "allowed port");
+    let (f1, f2) = udp_fragments((CLIENT, 5401), (BACKEND_A, 54), 0x502, &payload, 1480);
+    assert_eq!(h.run(Program::ToPod, &f1).0, TC_ACT_SHOT);
+    assert_eq!(
+        h.run(Program::ToPod, &f2).0,
+        TC_ACT_SHOT,
+        "a denied datagram's later fragment is denied too"
+    );
+}
