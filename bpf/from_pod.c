@@ -13,6 +13,7 @@
 #include "lib/maps.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
+#include "lib/frag.h"
 #include "lib/lb.h"
 #include "lib/reject.h"
 #include "lib/policy.h"
@@ -25,9 +26,10 @@ int sluice_from_pod(struct __sk_buff *skb)
 	__u32 ifindex = 0;
 	int verdict;
 
-	if (parse_packet(skb, &pkt) != PARSE_OK) {
-		/* Not ours to judge (ARP, ICMP, fragments, or headers the stack
-		 * will check itself): passed untouched, counted as forwarded. */
+	if (frag_parse(skb, &pkt) != PARSE_OK) {
+		/* Not ours to judge (ARP, ICMP, fragments whose first one was
+		 * not seen, or headers the stack will check itself): passed
+		 * untouched, counted as forwarded. */
 		traffic_count(SLUICE_REASON_NONE, SLUICE_OBS_FROM_POD, skb->len);
 		return TC_ACT_OK;
 	}

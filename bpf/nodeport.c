@@ -11,6 +11,7 @@
 #include "lib/maps.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
+#include "lib/frag.h"
 #include "lib/lb.h"
 #include "lib/reject.h"
 
@@ -22,7 +23,7 @@ int sluice_nodeport(struct __sk_buff *skb)
 	__u32 ifindex = 0;
 	int verdict;
 
-	if (parse_packet(skb, &pkt) != PARSE_OK) {
+	if (frag_parse(skb, &pkt) != PARSE_OK) {
 		traffic_count(SLUICE_REASON_NONE, SLUICE_OBS_NODE_DEVICE, skb->len);
 		return TC_ACT_OK;
 	}

@@ -12,6 +12,7 @@
 #include "lib/maps.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
+#include "lib/frag.h"
 #include "lib/lb.h"
 #include "lib/policy.h"
 
@@ -22,7 +23,7 @@ int sluice_to_pod(struct __sk_buff *skb)
 	struct obs_ctx obs;
 	__u32 ifindex = 0;
 
-	if (parse_packet(skb, &pkt) != PARSE_OK) {
+	if (frag_parse(skb, &pkt) != PARSE_OK) {
 		traffic_count(SLUICE_REASON_NONE, SLUICE_OBS_TO_POD, skb->len);
 		return TC_ACT_OK;
 	}

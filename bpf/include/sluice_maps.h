@@ -35,6 +35,7 @@
 #define SLUICE_MAP_POLICY_CT "sl_pol_ct"
 #define SLUICE_MAP_NODE_ADDRS "sl_node_addrs"
 #define SLUICE_MAP_SRC_RANGES "sl_src_ranges"
+#define SLUICE_MAP_FRAG "sl_frag"
 
 /* Default capacities; the agent may override them at load time. */
 #define SLUICE_SERVICES_MAX 524288
@@ -61,6 +62,8 @@
 #define SLUICE_NODE_ADDRS_MAX 1024
 /* loadBalancerSourceRanges: (frontend, prefix) pairs. */
 #define SLUICE_SRC_RANGES_MAX 65536
+/* IPv4 datagrams being fragmented through the node (LRU, as Cilium's). */
+#define SLUICE_FRAG_MAX 8192
 /*
  * Ring buffer size in bytes (a power of two, a multiple of the page size).
  * One event takes 72 bytes plus an 8-byte record header: room for ~13000
@@ -152,6 +155,27 @@ struct src_range_key {
 	__u32 prefixlen;
 	__u32 rev_nat_id; /* of the LB_SCOPE_ALL entry */
 	__be32 addr;
+};
+
+/*
+ * sl_frag (LRU hash): the L4 ports of a fragmented IPv4 datagram, learnt
+ * from its first fragment (the only one with the L4 header), keyed by what
+ * identifies the datagram to the receiver's reassembly (RFC 791): both
+ * addresses, the IP id and the protocol. Later fragments get the ports
+ * from here, so conntrack, Service lookup and policy see the same tuple
+ * for every fragment.
+ */
+struct sluice_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad0;
+};
+
+struct sluice_frag_ports {
+	__be16 sport;
+	__be16 dport;
 };
 
 /*
@@ -280,7 +304,10 @@ enum sluice_metric {
 	METRIC_SOCK_REVNAT = 15,	   /* socket LB: getpeername/recvmsg given the VIP back */
 	METRIC_DROP_POLICY = 16,	   /* NetworkPolicy denied a new flow */
 	METRIC_POLICY_ALLOWED = 17,	   /* NetworkPolicy allowed a new flow (enforced endpoint) */
-	METRIC_MAX = 18,
+	/* a non-first IPv4 fragment whose first fragment was not seen (out of
+	 * order, or its entry evicted): passed untouched */
+	METRIC_FRAG_NO_FIRST = 18,
+	METRIC_MAX = 19,
 };
 
 /*
@@ -505,6 +532,8 @@ _Static_assert(sizeof(struct ct_key) == 16, "ct_key layout");
 _Static_assert(sizeof(struct ct_entry) == 48, "ct_entry layout");
 _Static_assert(sizeof(struct node_addr_info) == 4, "node_addr_info layout");
 _Static_assert(sizeof(struct src_range_key) == 12, "src_range_key layout");
+_Static_assert(sizeof(struct sluice_frag_key) == 12, "sluice_frag_key layout");
+_Static_assert(sizeof(struct sluice_frag_ports) == 4, "sluice_frag_ports layout");
 _Static_assert(sizeof(struct sluice_netcfg) == 80, "sluice_netcfg layout");
 _Static_assert(sizeof(struct sluice_traffic) == 16, "sluice_traffic layout");
 _Static_assert(sizeof(struct sluice_event) == 72, "sluice_event layout");

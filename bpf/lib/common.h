@@ -54,20 +54,38 @@ struct packet {
 	__u16 ip_hlen;	/* IP header length in bytes */
 	__u32 l4_off;	/* offset of the L4 header from the start of the frame */
 	__u16 ip_tot_len;
+	__u16 ip_id;	/* IP identification (network order): fragment tracking */
+	__u8 frag;	/* PKT_FRAG_* */
 };
+
+/*
+ * struct packet.frag. A first fragment (offset 0, MF set) carries the L4
+ * header and is parsed like any packet; a later fragment carries none: its
+ * ports come from the first fragment (lib/frag.h), and nothing may read or
+ * write an L4 header in it (no port rewrite, no L4 checksum, no reject).
+ */
+#define PKT_FRAG_FIRST (1 << 0)
+#define PKT_FRAG_LATER (1 << 1)
+
+static __always_inline int pkt_is_later_frag(const struct packet *pkt)
+{
+	return pkt->frag & PKT_FRAG_LATER;
+}
 
 enum parse_result {
 	PARSE_OK = 0,
 	PARSE_NOT_IPV4,	 /* not ours: pass untouched */
-	PARSE_NO_PORTS,	 /* IPv4 but no L4 ports we translate (ICMP, fragments) */
+	PARSE_NO_PORTS,	 /* IPv4 but no L4 ports we translate (ICMP, ...) */
 	PARSE_INVALID,	 /* truncated or malformed */
+	PARSE_LATER_FRAG, /* a non-first TCP/UDP/SCTP fragment: ports unknown yet */
 };
 
 /**
  * parse_packet() - read the IPv4/TCP/UDP/SCTP headers of @skb into @pkt.
  *
- * Non-first fragments carry no ports; they are reported as PARSE_NO_PORTS and
- * pass untranslated (Sluice does not reassemble).
+ * Non-first fragments carry no ports; they are reported as PARSE_LATER_FRAG
+ * with the addresses, protocol and IP id filled in, and get their ports from
+ * the first fragment (frag_parse() in lib/frag.h, which programs call).
  */
 static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pkt)
 {
@@ -95,13 +113,19 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pk
 	pkt->sport = 0;
 	pkt->dport = 0;
 	pkt->tcp_flags = 0;
-
-	if (ip->frag_off & bpf_htons(IP_OFFSET_MASK))
-		return PARSE_NO_PORTS;
+	pkt->ip_id = ip->id;
+	pkt->frag = 0;
 
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
 	    ip->protocol != IPPROTO_SCTP)
 		return PARSE_NO_PORTS;
+
+	if (ip->frag_off & bpf_htons(IP_OFFSET_MASK)) {
+		pkt->frag = PKT_FRAG_LATER;
+		return PARSE_LATER_FRAG;
+	}
+	if (ip->frag_off & bpf_htons(IP_MF))
+		pkt->frag = PKT_FRAG_FIRST;
 
 	/*
 	 * One pointer and one bounds check for all three protocols (ports sit

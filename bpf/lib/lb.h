@@ -124,6 +124,11 @@ static __always_inline int lb_forward(struct __sk_buff *skb, struct packet *pkt,
 		return LB_TRANSLATED;
 	}
 
+	/* A flow starts with the first fragment of its datagram: a later one
+	 * without a conntrack entry (its first fragment was dropped, refused,
+	 * or not for a Service) is left alone. */
+	if (pkt_is_later_frag(pkt))
+		return LB_PASS;
 	svc = lb_lookup_frontend(pkt->daddr, pkt->dport, pkt->proto, &lookup_addr);
 	if (!svc)
 		return LB_PASS;

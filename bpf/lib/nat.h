@@ -13,6 +13,7 @@
 #define SLUICE_NAT_H
 
 #include "common.h"
+#include "crc32c.h"
 
 static __always_inline __u32 l4_csum_off(const struct packet *pkt)
 {
@@ -32,9 +33,18 @@ static __always_inline __u64 l4_csum_flags(const struct packet *pkt)
  * @is_dst: rewrite the destination (DNAT) when true, the source otherwise.
  *
  * SCTP's CRC32c covers no IP pseudo-header, so an address rewrite needs no
- * L4 checksum change; a port rewrite would need the CRC recomputed over the
- * whole packet, which is not done: SCTP frontends whose port differs from
- * the backend's fail here (the caller drops with NAT_FAILED).
+ * L4 checksum change; a port rewrite updates the CRC over the whole SCTP
+ * packet (crc32c.h: O(length), up to SCTP_CRC_MAX_LEN bytes). It fails, and
+ * the caller drops with NAT_FAILED, for longer SCTP packets and for the
+ * first fragment of a fragmented one (the CRC covers bytes after it, whose
+ * number it does not know). SCTP does its own path MTU discovery, so both
+ * are rare.
+ *
+ * A later IP fragment (pkt_is_later_frag) has no L4 header: only its
+ * addresses and the IP header checksum change. Its ports (from the first
+ * fragment, lib/frag.h) only exist in the first fragment, where they are
+ * rewritten, together with the L4 checksum of the whole datagram (which
+ * also covers the later fragments' bytes, unchanged).
  *
  * Return: 0 on success, negative if a helper failed (the caller drops).
  */
@@ -48,12 +58,14 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct packet *pkt
 	__u32 port_off = pkt->l4_off + (is_dst ? 2 : 0);
 	__u32 csum_off = l4_csum_off(pkt);
 	__u64 flags = l4_csum_flags(pkt);
+	int l4 = !pkt_is_later_frag(pkt);
 	int ret;
 
-	if (pkt->proto == IPPROTO_SCTP && old_port != new_port)
+	if (l4 && pkt->proto == IPPROTO_SCTP && old_port != new_port &&
+	    (pkt->frag & PKT_FRAG_FIRST))
 		return -1;
 	if (old_addr != new_addr) {
-		if (pkt->proto != IPPROTO_SCTP) {
+		if (l4 && pkt->proto != IPPROTO_SCTP) {
 			ret = bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
 						  flags | BPF_F_PSEUDO_HDR | sizeof(new_addr));
 			if (ret)
@@ -66,9 +78,14 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct packet *pkt
 		if (ret)
 			return ret;
 	}
-	if (old_port != new_port) {
-		ret = bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
-					  flags | sizeof(new_port));
+	if (l4 && old_port != new_port) {
+		if (pkt->proto == IPPROTO_SCTP)
+			ret = sctp_crc_port_update(skb, pkt->l4_off,
+						   (__u32)pkt->ip_tot_len - pkt->ip_hlen,
+						   is_dst ? 2 : 0, old_port, new_port);
+		else
+			ret = bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
+						  flags | sizeof(new_port));
 		if (ret)
 			return ret;
 		ret = bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0);

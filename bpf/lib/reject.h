@@ -194,7 +194,10 @@ static __always_inline int reject(struct __sk_buff *skb, struct packet *pkt)
 {
 	int ret;
 
-	if (pkt->proto == IPPROTO_TCP)
+	/* No L4 header to answer from (lb_forward never refuses one). */
+	if (pkt_is_later_frag(pkt))
+		ret = TC_ACT_SHOT;
+	else if (pkt->proto == IPPROTO_TCP)
 		ret = reject_tcp(skb, pkt);
 	else /* UDP, SCTP: what kube-proxy's REJECT sends for them */
 		ret = reject_icmp_port_unreach(skb, pkt);

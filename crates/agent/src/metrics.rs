@@ -177,6 +177,12 @@ impl Collector for AgentCollector {
         )?;
         counter(
             &mut enc,
+            "sluice_fragments_without_first",
+            "Non-first IPv4 fragments whose first fragment was not seen (passed untranslated)",
+            &one(k(sluice_metric::METRIC_FRAG_NO_FIRST)),
+        )?;
+        counter(
+            &mut enc,
             "sluice_events_lost",
             "Flow events the kernel could not emit because the ring buffer was full",
             &one(k(sluice_metric::METRIC_EVENTS_LOST)),

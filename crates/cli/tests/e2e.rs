@@ -2050,3 +2050,60 @@ async fn nodeports_are_served_only_on_the_nodeport_addresses() {
     );
     env.sb.teardown().unwrap();
 }
+
+/// svc-042 on the tc path: a UDP datagram larger than the MTU leaves a pod
+/// that opted out of socket LB in IP fragments addressed to the ClusterIP.
+/// Every fragment must reach the backend (the later ones find the first
+/// one's ports in `sl_frag`), and the echo, fragmented as well, must come
+/// back whole from the Service address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragmented_udp_datagram_crosses_a_cluster_ip_on_the_tc_path() {
+    use sluice_datapath::bindings::sluice_metric::*;
+    let mut env = setup(1, SERVICES).await;
+    wait_services(&env.api, "web has its backend", |l| {
+        backends_of(l, "default/web", 53) == 1
+    })
+    .await;
+    let pod = env.sb.add_pod("default", "frag").await.expect("pod");
+    std::fs::write(
+        env.sb.manifests_dir().join("frag.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: frag\n  namespace: default\n  annotations:\n    sluice.io/socket-lb: \"false\"\nspec:\n  containers:\n  - name: c\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Status = env.api.get("/v1/status").await.unwrap();
+        if s.socket_lb.opted_out_pods == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "opt-out not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let vip_udp = SocketAddr::from(([10, 96, 0, 10], 53));
+    let before = kernel_metrics(&env.sb);
+    run_in_netns(&pod.netns, move || {
+        for size in [3000usize, 9000] {
+            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let a = udp_request(vip_udp, &payload, T)
+                .unwrap_or_else(|e| panic!("{size}-byte datagram to {vip_udp}: {e}"));
+            assert_eq!(a.len(), size, "echo length");
+            assert!(a == payload, "{size}-byte echo differs");
+        }
+    })
+    .unwrap();
+    let after = kernel_metrics(&env.sb);
+    assert_eq!(
+        metric(&after, METRIC_SOCK_XLATE),
+        metric(&before, METRIC_SOCK_XLATE),
+        "opted out: the tc path translated it"
+    );
+    assert!(
+        metric(&after, METRIC_SERVICE_NEW_FLOW) >= metric(&before, METRIC_SERVICE_NEW_FLOW) + 2,
+        "tc created the flows"
+    );
+    // Fragments hit conntrack and the replies' fragments were rev-NATed.
+    assert!(
+        metric(&after, METRIC_SERVICE_CT_HIT) >= metric(&before, METRIC_SERVICE_CT_HIT) + 8,
+        "later fragments followed conntrack"
+    );
+}

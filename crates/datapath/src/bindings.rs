@@ -31,3 +31,5 @@ unsafe impl aya::Pod for maglev_chunk {}
 unsafe impl aya::Pod for node_addr_info {}
 unsafe impl aya::Pod for src_range_key {}
 unsafe impl aya::Pod for sluice_netcfg {}
+unsafe impl aya::Pod for sluice_frag_key {}
+unsafe impl aya::Pod for sluice_frag_ports {}

@@ -1796,3 +1796,382 @@ fn a_conntrack_map_with_an_older_layout_is_replaced_at_load() {
         .unwrap();
     assert_eq!(tuple_checked(&out).1, (BACKEND_A, 8080));
 }
+
+use sluice_datapath::bindings::sluice_metric;
+const METRIC_SERVICE_NEW_FLOW: usize = sluice_metric::METRIC_SERVICE_NEW_FLOW as usize;
+const METRIC_SERVICE_CT_HIT: usize = sluice_metric::METRIC_SERVICE_CT_HIT as usize;
+const METRIC_REVNAT: usize = sluice_metric::METRIC_REVNAT as usize;
+const METRIC_FRAG_NO_FIRST: usize = sluice_metric::METRIC_FRAG_NO_FIRST as usize;
+
+/// An IPv4 packet with the given fragment fields around `payload` (which
+/// is the datagram's bytes from `offset_bytes` on).
+fn ipv4_fragment(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    id: u16,
+    offset_bytes: usize,
+    more: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut ip = etherparse::Ipv4Header::new(
+        payload.len() as u16,
+        64,
+        etherparse::IpNumber(proto),
+        src.octets(),
+        dst.octets(),
+    )
+    .unwrap();
+    ip.identification = id;
+    ip.more_fragments = more;
+    ip.fragment_offset = etherparse::IpFragOffset::try_new((offset_bytes / 8) as u16).unwrap();
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = Vec::new();
+    etherparse::Ethernet2Header {
+        source: POD_MAC,
+        destination: HOST_MAC,
+        ether_type: etherparse::EtherType::IPV4,
+    }
+    .write(&mut out)
+    .unwrap();
+    ip.write(&mut out).unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A UDP datagram (with its checksum) cut into two fragments, the first
+/// carrying the UDP header and `first_len - 8` payload bytes.
+fn udp_fragments(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    id: u16,
+    payload: &[u8],
+    first_len: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(first_len % 8, 0);
+    let whole = udp(src, dst, payload);
+    let datagram = &whole[14 + 20..];
+    (
+        ipv4_fragment(src.0, dst.0, UDP, id, 0, true, &datagram[..first_len]),
+        ipv4_fragment(
+            src.0,
+            dst.0,
+            UDP,
+            id,
+            first_len,
+            false,
+            &datagram[first_len..],
+        ),
+    )
+}
+
+/// Addresses, IP id, fragment offset (bytes) and MF of a fragment after
+/// checking its IP header checksum; and its payload.
+fn fragment_checked(pkt: &[u8]) -> ((Ipv4Addr, Ipv4Addr, u16, usize, bool), Vec<u8>) {
+    let (h, _) = etherparse::Ipv4Header::from_slice(&pkt[14..]).unwrap();
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "IP header checksum"
+    );
+    let start = 14 + h.header_len();
+    let end = 14 + h.total_len as usize;
+    (
+        (
+            Ipv4Addr::from(h.source),
+            Ipv4Addr::from(h.destination),
+            h.identification,
+            h.fragment_offset.byte_offset() as usize,
+            h.more_fragments,
+        ),
+        pkt[start..end].to_vec(),
+    )
+}
+
+/// Reassembles two translated fragments of a UDP datagram and returns its
+/// tuple, the UDP checksum checked against the (new) addresses.
+fn reassembled_udp(first: &[u8], second: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let ((s1, d1, id1, off1, mf1), p1) = fragment_checked(first);
+    let ((s2, d2, id2, off2, mf2), p2) = fragment_checked(second);
+    assert_eq!((s1, d1, id1), (s2, d2, id2), "fragments disagree");
+    assert_eq!((off1, mf1, off2, mf2), (0, true, p1.len(), false));
+    let mut datagram = p1;
+    datagram.extend_from_slice(&p2);
+    let whole = ipv4_fragment(s1, d1, UDP, id1, 0, false, &datagram);
+    tuple_checked(&whole)
+}
+
+#[test]
+fn a_fragmented_udp_datagram_to_a_cluster_ip_is_translated_fragment_by_fragment() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 53, UDP), 1, false, &[(1, BACKEND_A, 5353)]);
+    let payload: Vec<u8> = (0..2000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let (f1, f2) = udp_fragments((CLIENT, 40000), (VIP, 53), 0x1234, &payload, 1480);
+
+    let (v1, o1) = h.run(Program::FromPod, &f1);
+    let (v2, o2) = h.run(Program::FromPod, &f2);
+    assert_eq!((v1, v2), (TC_ACT_OK, TC_ACT_OK));
+    assert_eq!(
+        fragment_checked(&o2).0 .1,
+        BACKEND_A,
+        "the later fragment follows the first"
+    );
+    assert_eq!(
+        fragment_checked(&o2).1,
+        fragment_checked(&f2).1,
+        "a later fragment's bytes are payload: untouched"
+    );
+    assert_eq!(
+        reassembled_udp(&o1, &o2),
+        ((CLIENT, 40000), (BACKEND_A, 5353))
+    );
+    let m = h.maps.metrics().unwrap();
+    assert_eq!(m[METRIC_SERVICE_NEW_FLOW], 1);
+    assert_eq!(
+        m[METRIC_SERVICE_CT_HIT], 1,
+        "the later fragment hit conntrack"
+    );
+
+    // The reply, fragmented too, leaves the backend pod: rev-NAT on both.
+    let answer: Vec<u8> = payload.iter().rev().copied().collect();
+    let (r1, r2) = udp_fragments((BACKEND_A, 5353), (CLIENT, 40000), 0x4321, &answer, 1480);
+    let (v1, o1) = h.run(Program::FromPod, &r1);
+    let (v2, o2) = h.run(Program::FromPod, &r2);
+    assert_eq!((v1, v2), (TC_ACT_OK, TC_ACT_OK));
+    assert_eq!(reassembled_udp(&o1, &o2), ((VIP, 53), (CLIENT, 40000)));
+    assert_eq!(h.maps.metrics().unwrap()[METRIC_REVNAT], 2);
+
+    // The first fragment of the next datagram follows conntrack as well.
+    let (f1, f2) = udp_fragments((CLIENT, 40000), (VIP, 53), 0x1235, &payload, 1024);
+    let (_, o1) = h.run(Program::FromPod, &f1);
+    let (_, o2) = h.run(Program::FromPod, &f2);
+    assert_eq!(
+        reassembled_udp(&o1, &o2),
+        ((CLIENT, 40000), (BACKEND_A, 5353))
+    );
+}
+
+#[test]
+fn a_later_fragment_whose_first_was_not_seen_passes_untouched() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 53, UDP), 1, false, &[(1, BACKEND_A, 5353)]);
+    let payload = vec![0x5a; 2000];
+    let (f1, f2) = udp_fragments((CLIENT, 40001), (VIP, 53), 0x7777, &payload, 1480);
+    let (v, out) = h.run(Program::FromPod, &f2);
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(out, f2, "untouched");
+    assert_eq!(h.maps.metrics().unwrap()[METRIC_FRAG_NO_FIRST], 1);
+    // Its first fragment, coming late, is still translated (and the next
+    // later fragment of that datagram would follow it).
+    let (_, out) = h.run(Program::FromPod, &f1);
+    assert_eq!(fragment_checked(&out).0 .1, BACKEND_A);
+    // Another datagram's id does not borrow this one's ports.
+    let (_, f2_other) = udp_fragments((CLIENT, 40001), (VIP, 53), 0x7778, &payload, 1480);
+    let (_, out) = h.run(Program::FromPod, &f2_other);
+    assert_eq!(out, f2_other);
+}
+
+#[test]
+fn a_fragmented_nodeport_datagram_is_masqueraded_fragment_by_fragment() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30053, UDP),
+        7,
+        true,
+        &[(1, BACKEND_A, 5353)],
+    );
+    let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let (f1, f2) = udp_fragments((OUTSIDE, 50000), (NODE, 30053), 0x99, &payload, 1480);
+    let (v1, o1) = h.run(Program::NodePort, &f1);
+    let (v2, o2) = h.run(Program::NodePort, &f2);
+    assert_masquerade_verdict(v1);
+    assert_masquerade_verdict(v2);
+    assert_eq!(
+        reassembled_udp(&o1, &o2),
+        ((NODE, 50000), (BACKEND_A, 5353))
+    );
+    // The reply leaves the backend pod: NodePort and client come back.
+    let (r1, r2) = udp_fragments((BACKEND_A, 5353), (NODE, 50000), 0x9a, &payload, 1480);
+    let (v1, o1) = h.run(Program::FromPod, &r1);
+    let (v2, o2) = h.run(Program::FromPod, &r2);
+    assert_eq!((v1, v2), (TC_ACT_REDIRECT, TC_ACT_REDIRECT));
+    assert_eq!(reassembled_udp(&o1, &o2), ((NODE, 30053), (OUTSIDE, 50000)));
+}
+
+const SCTP: u8 = 132;
+static CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// CRC32c of SCTP bytes, the checksum field counted as zero (RFC 9260 §6.8).
+fn sctp_crc(sctp: &[u8]) -> u32 {
+    let mut d = CRC32C.digest();
+    d.update(&sctp[..8]);
+    d.update(&[0; 4]);
+    d.update(&sctp[12..]);
+    d.finalize()
+}
+
+/// An SCTP packet with one chunk (type `chunk`, `body` after its header,
+/// padded to 4 bytes) and a valid CRC32c (least significant byte first).
+fn sctp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), chunk: u8, body: &[u8]) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.extend_from_slice(&src.1.to_be_bytes());
+    s.extend_from_slice(&dst.1.to_be_bytes());
+    s.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+    s.extend_from_slice(&[0; 4]);
+    s.extend_from_slice(&[chunk, 0]);
+    s.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
+    s.extend_from_slice(body);
+    while s.len() % 4 != 0 {
+        s.push(0);
+    }
+    let crc = sctp_crc(&s);
+    s[8..12].copy_from_slice(&crc.to_le_bytes());
+    let b = PacketBuilder::ethernet2(POD_MAC, HOST_MAC).ipv4(src.0.octets(), dst.0.octets(), 64);
+    let mut out = Vec::new();
+    b.write(&mut out, etherparse::IpNumber(SCTP), &s).unwrap();
+    out
+}
+
+/// The tuple of an SCTP packet, after checking its IP header checksum and
+/// its CRC32c against a from-scratch computation.
+fn sctp_checked(pkt: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let ((src, dst, _, off, mf), s) = fragment_checked(pkt);
+    assert_eq!((off, mf), (0, false));
+    let carried = u32::from_le_bytes(s[8..12].try_into().unwrap());
+    assert_eq!(carried, sctp_crc(&s), "SCTP CRC32c");
+    (
+        (src, u16::from_be_bytes([s[0], s[1]])),
+        (dst, u16::from_be_bytes([s[2], s[3]])),
+    )
+}
+
+/// An INIT chunk's body: initiate tag, a_rwnd, streams, initial TSN, and
+/// `extra` bytes of parameters (to vary the length).
+fn init_body(extra: usize) -> Vec<u8> {
+    let mut b = vec![0xca, 0xfe, 0xba, 0xbe, 0, 1, 0, 0, 0, 10, 0, 10, 0, 0, 0, 1];
+    if extra > 0 {
+        // An unrecognized parameter type 0x8001 carrying filler bytes.
+        let len = 4 + extra;
+        b.extend_from_slice(&[0x80, 0x01]);
+        b.extend_from_slice(&(len as u16).to_be_bytes());
+        b.extend((0..extra).map(|i| (i * 13 + 1) as u8));
+    }
+    b
+}
+
+#[test]
+fn sctp_nodeport_with_another_target_port_gets_a_valid_crc_both_ways() {
+    let mut h = Harness::new();
+    h.service(
+        fe(Ipv4Addr::UNSPECIFIED, 30132, SCTP),
+        7,
+        true,
+        &[(1, BACKEND_A, 132)],
+    );
+    let (v, out) = h.run(
+        Program::NodePort,
+        &sctp((OUTSIDE, 5000), (NODE, 30132), 1, &init_body(0)),
+    );
+    assert_masquerade_verdict(v);
+    assert_eq!(sctp_checked(&out), ((NODE, 5000), (BACKEND_A, 132)));
+    // The INIT-ACK from the backend port: rev-NAT to the NodePort.
+    let (v, out) = h.run(
+        Program::FromPod,
+        &sctp((BACKEND_A, 132), (NODE, 5000), 2, &init_body(40)),
+    );
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(sctp_checked(&out), ((NODE, 30132), (OUTSIDE, 5000)));
+
+    // Another client on the same source port: masqueraded to another
+    // port too, so both ports change (two CRC updates in one packet).
+    let other = Ipv4Addr::new(172, 31, 9, 3);
+    let (_, out) = h.run(
+        Program::NodePort,
+        &sctp((other, 5000), (NODE, 30132), 1, &init_body(1200)),
+    );
+    let ((snat, snat_port), dst) = sctp_checked(&out);
+    assert_eq!((snat, dst), (NODE, (BACKEND_A, 132)));
+    assert_ne!(snat_port, 5000);
+    let (_, out) = h.run(
+        Program::FromPod,
+        &sctp((BACKEND_A, 132), (NODE, snat_port), 2, &init_body(1200)),
+    );
+    assert_eq!(sctp_checked(&out), ((NODE, 30132), (other, 5000)));
+}
+
+#[test]
+fn sctp_cluster_ip_port_translation_keeps_the_crc_valid_and_a_bad_one_bad() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 81, SCTP), 1, false, &[(1, BACKEND_A, 8181)]);
+    for extra in [0, 3, 500, 1400] {
+        let (v, out) = h.run(
+            Program::FromPod,
+            &sctp(
+                (CLIENT, 6000 + extra as u16),
+                (VIP, 81),
+                1,
+                &init_body(extra),
+            ),
+        );
+        assert_eq!(v, TC_ACT_OK, "{extra}");
+        assert_eq!(
+            sctp_checked(&out),
+            ((CLIENT, 6000 + extra as u16), (BACKEND_A, 8181))
+        );
+        let (_, out) = h.run(
+            Program::FromPod,
+            &sctp(
+                (BACKEND_A, 8181),
+                (CLIENT, 6000 + extra as u16),
+                2,
+                &init_body(extra),
+            ),
+        );
+        assert_eq!(
+            sctp_checked(&out),
+            ((VIP, 81), (CLIENT, 6000 + extra as u16))
+        );
+    }
+    // A corrupt packet stays corrupt: the CRC is updated, not recomputed.
+    let mut bad = sctp((CLIENT, 7000), (VIP, 81), 1, &init_body(8));
+    bad[14 + 20 + 8] ^= 0x55;
+    let (_, out) = h.run(Program::FromPod, &bad);
+    let (_, s) = fragment_checked(&out);
+    assert_eq!(u16::from_be_bytes([s[2], s[3]]), 8181);
+    assert_ne!(
+        u32::from_le_bytes(s[8..12].try_into().unwrap()),
+        sctp_crc(&s)
+    );
+    // A CRC not computed yet (0: CRC offload) is left for the stack.
+    let mut partial = sctp((CLIENT, 7001), (VIP, 81), 1, &init_body(8));
+    partial[14 + 20 + 8..14 + 20 + 12].copy_from_slice(&[0; 4]);
+    let (_, out) = h.run(Program::FromPod, &partial);
+    let (_, s) = fragment_checked(&out);
+    assert_eq!(u16::from_be_bytes([s[2], s[3]]), 8181);
+    assert_eq!(&s[8..12], &[0; 4]);
+}
+
+#[test]
+fn later_fragments_are_judged_by_policy_with_their_first_fragments_ports() {
+    let mut h = Harness::new();
+    let mut p = h.policy_world(&[(BACKEND_A, true, false)]);
+    p.upsert_policy(
+        pm(BACKEND_A, ID_CLIENT, INGRESS, UDP, 53, 16),
+        PolicyValue {
+            rule_id: 4,
+            deny: false,
+        },
+    )
+    .unwrap();
+    let payload = vec![7u8; 2000];
+    let (f1, f2) = udp_fragments((CLIENT, 5400), (BACKEND_A, 53), 0x501, &payload, 1480);
+    assert_eq!(h.run(Program::ToPod, &f1).0, TC_ACT_OK);
+    assert_eq!(h.run(Program::ToPod, &f2).0, TC_ACT_OK, "allowed port");
+    let (f1, f2) = udp_fragments((CLIENT, 5401), (BACKEND_A, 54), 0x502, &payload, 1480);
+    assert_eq!(h.run(Program::ToPod, &f1).0, TC_ACT_SHOT);
+    assert_eq!(
+        h.run(Program::ToPod, &f2).0,
+        TC_ACT_SHOT,
+        "a denied datagram's later fragment is denied too"
+    );
+}
