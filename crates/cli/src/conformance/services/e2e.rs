@@ -495,15 +495,13 @@ pub async fn lifecycle(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
                -> Result<()> {
             for c in &clients {
                 let to = SocketAddrV4::new(vip, port);
-                let seen = sample(
-                    w,
-                    c,
-                    to,
-                    Protocol::Tcp,
-                    if up { 15 } else { 2 },
-                    Duration::from_secs(2),
-                )
-                .await?;
+                // Until every pod answered (random choice: a fixed count
+                // would miss one now and then), or 60 attempts.
+                let seen = if up {
+                    sample_until_all(w, c, to, Protocol::Tcp, &want(i), 6, 10).await?
+                } else {
+                    sample(w, c, to, Protocol::Tcp, 2, Duration::from_secs(2)).await?
+                };
                 let got = backends(&seen);
                 let (ok, expected) = if up {
                     (
