@@ -55,19 +55,12 @@ fn client(
 }
 
 pub async fn invalid_segments(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
-    let Some(svc) = file_service(b, 0) else {
+    let vip = cluster_ip(ctx, 34);
+    let Some(service) = sliced_service(b, vip, &[]) else {
         return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
     };
-    let vip = cluster_ip(ctx, 34);
-    let mut service = place_service(svc, vip, &[]);
-    if let Some(m) = service["spec"].as_object_mut() {
-        m.remove("selector");
-    }
-    let name = service["metadata"]["name"]
-        .as_str()
-        .unwrap_or("svc")
-        .to_string();
-    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap_or(9000) as u16;
+    let name = service_name(&service);
+    let (port, _) = first_port(&service);
     let (client_ip, server) = (client_ip(ctx), backend_ip(ctx, 1));
     let port_name = service["spec"]["ports"][0]["name"].clone();
     let slice = slice_doc(

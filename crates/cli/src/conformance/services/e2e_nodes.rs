@@ -32,19 +32,10 @@ fn all_from(seen: &[Observed], want: &[SocketAddrV4]) -> bool {
             .all(|o| matches!(o, Observed::Answer { backend, .. } if want.contains(backend)))
 }
 
-fn first_port(s: &Json) -> (u16, u16) {
-    let p = &s["spec"]["ports"][0];
-    let port = p["port"].as_u64().unwrap_or(80) as u16;
-    (
-        port,
-        p["targetPort"].as_u64().map(|t| t as u16).unwrap_or(port),
-    )
-}
-
 /// The EndpointSlice the EndpointSlice controller would publish for
 /// `service`'s first port: `endpoints` (address, conditions, node name).
 fn slice_for(service: &Json, endpoints: &[(Ipv4Addr, Json, &str)]) -> serde_norway::Value {
-    let name = service["metadata"]["name"].as_str().unwrap_or("svc");
+    let name = service_name(service);
     let (_, target) = first_port(service);
     let p = &service["spec"]["ports"][0];
     let eps: Vec<(Ipv4Addr, Json)> = endpoints
@@ -52,7 +43,7 @@ fn slice_for(service: &Json, endpoints: &[(Ipv4Addr, Json, &str)]) -> serde_norw
         .map(|(ip, c, _)| (*ip, c.clone()))
         .collect();
     let s = slice_doc(
-        name,
+        &name,
         &format!("{name}-1"),
         &eps,
         json!([{"name": p["name"].clone(), "port": target, "protocol": p["protocol"].as_str().unwrap_or("TCP")}]),
@@ -80,14 +71,10 @@ fn peers(seen: &[Observed]) -> Vec<String> {
 /// svc-009: the backend sees exactly the client pod's address, from a
 /// pause pod on node0 and one on node1 (node2, through its own agent).
 pub async fn source_ip(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
-    let Some(svc) = file_service(b, 0) else {
+    let vip = cluster_ip(ctx, 9);
+    let Some(service) = sliced_service(b, vip, &[]) else {
         return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
     };
-    let vip = cluster_ip(ctx, 9);
-    let mut service = place_service(svc, vip, &[]);
-    if let Some(m) = service["spec"].as_object_mut() {
-        m.remove("selector");
-    }
     let (port, target) = first_port(&service);
     let (client, echo, client1) = (client_ip(ctx), backend_ip(ctx, 1), node2_pod_ip(ctx, 2));
     let mut spec = Spec::default();
@@ -130,14 +117,10 @@ pub async fn source_ip(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
 /// svc-021: iTP Local, clients (pod and hostNetwork) on node0 and on
 /// node1 (node2 with its own agent), pod and hostNetwork backends on node0.
 pub async fn itp_local(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
-    let Some(svc) = file_service(b, 0) else {
+    let vip = cluster_ip(ctx, 21);
+    let Some(service) = sliced_service(b, vip, &[]) else {
         return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
     };
-    let vip = cluster_ip(ctx, 21);
-    let mut service = place_service(svc, vip, &[]);
-    if let Some(m) = service["spec"].as_object_mut() {
-        m.remove("selector");
-    }
     let (port, target) = first_port(&service);
     let (client, echo, client1) = (client_ip(ctx), backend_ip(ctx, 1), node2_pod_ip(ctx, 2));
     let primary = ctx.conv.primary_ip;
@@ -210,20 +193,13 @@ fn http_get_in(netns: std::path::PathBuf, to: SocketAddrV4) -> Result<(u16, Stri
 /// svc-015: the health-check node port says 200 with a local ready
 /// endpoint and 503 when it only terminates (still serving NodePort).
 pub async fn health_check(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
-    let Some(svc) = file_service(b, 0) else {
-        return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
-    };
     let vip = cluster_ip(ctx, 15);
     let (hc_port, node_port) = (30015u16, 30016u16);
-    let mut service = place_service(svc, vip, &[node_port]);
+    let Some(mut service) = sliced_service(b, vip, &[node_port]) else {
+        return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
+    };
     service["spec"]["healthCheckNodePort"] = json!(hc_port);
-    if let Some(m) = service["spec"].as_object_mut() {
-        m.remove("selector");
-    }
-    let name = service["metadata"]["name"]
-        .as_str()
-        .unwrap_or("svc")
-        .to_string();
+    let name = service_name(&service);
     let (_, target) = first_port(&service);
     let (client, echo) = (client_ip(ctx), backend_ip(ctx, 1));
     let primary = ctx.conv.primary_ip;
@@ -278,14 +254,12 @@ pub async fn health_check(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
 /// traffic per traffic policy, from pause-pod-0 on node0 and pause-pod-1
 /// on node1 (node2, through its own agent).
 pub async fn terminating(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
-    let Some(svc) = file_service(b, 0) else {
-        return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
-    };
     let vip = cluster_ip(ctx, 27);
     let node_port = 30027u16;
-    let mut base = place_service(svc, vip, &[]);
+    let Some(mut base) = sliced_service(b, vip, &[]) else {
+        return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
+    };
     if let Some(m) = base["spec"].as_object_mut() {
-        m.remove("selector");
         for k in ["type", "internalTrafficPolicy", "externalTrafficPolicy"] {
             m.remove(k);
         }

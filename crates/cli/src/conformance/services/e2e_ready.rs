@@ -26,10 +26,7 @@ pub async fn publish_not_ready(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport 
     };
     let vip = cluster_ip(ctx, 28);
     let mut service = place_service(svc, vip, &[]);
-    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap_or(80) as u16;
-    let target = service["spec"]["ports"][0]["targetPort"]
-        .as_u64()
-        .map_or(port, |t| t as u16);
+    let (port, target) = first_port(&service);
     // The file's selector is a placeholder ("<labels>"): the runner's own.
     let labels = json!({"app": "tolerate-unready"});
     service["spec"]["selector"] = labels.clone();

@@ -25,9 +25,6 @@ fn zone_of(pod: &str) -> Option<String> {
 }
 
 pub async fn prefer_close(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
-    let Some(svc) = file_service(b, 0) else {
-        return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
-    };
     let setup = b.raw.get("setup");
     // The serving pods and their zones, from `placement`.
     let servers: Vec<(String, String)> = seq(setup.and_then(|s| s.get("placement")))
@@ -50,18 +47,11 @@ pub async fn prefer_close(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
         );
     }
     let vip = cluster_ip(ctx, 35);
-    let mut service = place_service(svc, vip, &[]);
-    if let Some(m) = service["spec"].as_object_mut() {
-        m.remove("selector");
-    }
-    let name = service["metadata"]["name"]
-        .as_str()
-        .unwrap_or("svc")
-        .to_string();
-    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap_or(80) as u16;
-    let target = service["spec"]["ports"][0]["targetPort"]
-        .as_u64()
-        .map_or(port, |t| t as u16);
+    let Some(service) = sliced_service(b, vip, &[]) else {
+        return BehaviourReport::unsupported(&b.id, &b.title, "no setup.services[0]");
+    };
+    let name = service_name(&service);
+    let (port, target) = first_port(&service);
     let backends: Vec<(Ipv4Addr, &str, &str)> = servers
         .iter()
         .enumerate()

@@ -62,6 +62,31 @@ pub fn place_service(mut s: Json, ip: Ipv4Addr, node_ports: &[u16]) -> Json {
     s
 }
 
+/// The file's first Service placed at `vip` (and `node_ports`) without
+/// its selector: the scenario publishes the EndpointSlices the
+/// EndpointSlice controller would (no controller here).
+pub fn sliced_service(b: &Behaviour, vip: Ipv4Addr, node_ports: &[u16]) -> Option<Json> {
+    let mut s = place_service(file_service(b, 0)?, vip, node_ports);
+    if let Some(m) = s["spec"].as_object_mut() {
+        m.remove("selector");
+    }
+    Some(s)
+}
+
+pub fn service_name(s: &Json) -> String {
+    s["metadata"]["name"].as_str().unwrap_or("svc").to_string()
+}
+
+/// (port, targetPort) of a Service's first port; a missing targetPort is the port.
+pub fn first_port(s: &Json) -> (u16, u16) {
+    let p = &s["spec"]["ports"][0];
+    let port = p["port"].as_u64().unwrap_or(80) as u16;
+    (
+        port,
+        p["targetPort"].as_u64().map(|t| t as u16).unwrap_or(port),
+    )
+}
+
 /// A Pod object for a local pod at `ip`: labels and container ports
 /// (`[{"name":..,"containerPort":..,"protocol":..}]`).
 pub fn pod_doc(ip: Ipv4Addr, labels: Json, ports: Json) -> Value {
