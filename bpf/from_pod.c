@@ -23,16 +23,16 @@ int sluice_from_pod(struct __sk_buff *skb)
 {
 	struct packet pkt, wire, judged;
 	struct obs_ctx obs;
+	int parsed;
 	__u32 ifindex = 0;
 	int verdict;
 
-	if (frag_parse(skb, &pkt) != PARSE_OK) {
-		/* Not ours to judge (ARP, ICMP, fragments whose first one was
-		 * not seen, or headers the stack will check itself): passed
-		 * untouched, counted as forwarded. */
-		traffic_count(SLUICE_REASON_NONE, SLUICE_OBS_FROM_POD, skb->len);
-		return TC_ACT_OK;
-	}
+	/* Not ours to judge (ARP, ICMP, fragments whose first one was not
+	 * seen, or headers the stack will check itself): passed untouched,
+	 * counted as forwarded; a tiny first fragment is dropped. */
+	parsed = frag_parse(skb, &pkt);
+	if (parsed != PARSE_OK)
+		return frag_parse_verdict(skb, parsed, SLUICE_OBS_FROM_POD);
 	metric_inc(METRIC_PACKETS_SEEN);
 	obs_init(&obs, skb, &pkt, SLUICE_OBS_FROM_POD);
 

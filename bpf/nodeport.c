@@ -20,13 +20,13 @@ int sluice_nodeport(struct __sk_buff *skb)
 {
 	struct packet pkt;
 	struct obs_ctx obs;
+	int parsed;
 	__u32 ifindex = 0;
 	int verdict;
 
-	if (frag_parse(skb, &pkt) != PARSE_OK) {
-		traffic_count(SLUICE_REASON_NONE, SLUICE_OBS_NODE_DEVICE, skb->len);
-		return TC_ACT_OK;
-	}
+	parsed = frag_parse(skb, &pkt);
+	if (parsed != PARSE_OK)
+		return frag_parse_verdict(skb, parsed, SLUICE_OBS_NODE_DEVICE);
 	metric_inc(METRIC_PACKETS_SEEN);
 	obs_init(&obs, skb, &pkt, SLUICE_OBS_NODE_DEVICE);
 

@@ -21,12 +21,12 @@ int sluice_to_pod(struct __sk_buff *skb)
 {
 	struct packet pkt;
 	struct obs_ctx obs;
+	int parsed;
 	__u32 ifindex = 0;
 
-	if (frag_parse(skb, &pkt) != PARSE_OK) {
-		traffic_count(SLUICE_REASON_NONE, SLUICE_OBS_TO_POD, skb->len);
-		return TC_ACT_OK;
-	}
+	parsed = frag_parse(skb, &pkt);
+	if (parsed != PARSE_OK)
+		return frag_parse_verdict(skb, parsed, SLUICE_OBS_TO_POD);
 	obs_init(&obs, skb, &pkt, SLUICE_OBS_TO_POD);
 	if (policy_check_delivery(&pkt, &obs) == POLICY_DENY)
 		return obs_drop(&obs, &pkt);

@@ -78,6 +78,7 @@ enum parse_result {
 	PARSE_NO_PORTS,	 /* IPv4 but no L4 ports we translate (ICMP, ...) */
 	PARSE_INVALID,	 /* truncated or malformed */
 	PARSE_LATER_FRAG, /* a non-first TCP/UDP/SCTP fragment: ports unknown yet */
+	PARSE_TINY_FRAG, /* a first fragment too short for its L4 header: dropped */
 };
 
 /**

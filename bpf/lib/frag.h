@@ -64,6 +64,14 @@ static __always_inline int frag_parse(struct __sk_buff *skb, struct packet *pkt)
 		bpf_map_update_elem(&sl_frag, &key, &ports, BPF_ANY);
 		return PARSE_OK;
 	}
+	/*
+	 * A first fragment that does not hold the whole L4 header (RFC 1858's
+	 * tiny fragment): passing it would let the reassembled datagram, whose
+	 * later fragments would find no ports either, escape Service
+	 * translation and NetworkPolicy. No stack sends one: dropped.
+	 */
+	if (ret == PARSE_INVALID && (pkt->frag & PKT_FRAG_FIRST))
+		return PARSE_TINY_FRAG;
 	if (ret != PARSE_LATER_FRAG)
 		return ret;
 	frag_key_from(&key, pkt);
@@ -75,6 +83,21 @@ static __always_inline int frag_parse(struct __sk_buff *skb, struct packet *pkt)
 	pkt->sport = p->sport;
 	pkt->dport = p->dport;
 	return PARSE_OK;
+}
+
+/**
+ * frag_parse_verdict() - what a program does with a packet frag_parse()
+ * did not return PARSE_OK for: tiny first fragments are dropped (counted
+ * as invalid), everything else passes untouched (counted as forwarded).
+ */
+static __always_inline int frag_parse_verdict(struct __sk_buff *skb, int parsed, __u8 point)
+{
+	if (parsed == PARSE_TINY_FRAG) {
+		traffic_count(SLUICE_REASON_INVALID_PACKET, point, skb->len);
+		return TC_ACT_SHOT;
+	}
+	traffic_count(SLUICE_REASON_NONE, point, skb->len);
+	return TC_ACT_OK;
 }
 
 #endif /* SLUICE_LIB_FRAG_H */

@@ -2175,3 +2175,32 @@ fn later_fragments_are_judged_by_policy_with_their_first_fragments_ports() {
         "a denied datagram's later fragment is denied too"
     );
 }
+
+/// RFC 1858's tiny fragment: a TCP SYN split so the first fragment holds
+/// only 8 bytes of TCP header. Passing it would let the reassembled SYN
+/// (its later fragment finds no ports either) escape Service translation
+/// and NetworkPolicy: it is dropped, and counted as invalid, on every path.
+#[test]
+fn a_first_fragment_too_short_for_its_tcp_header_is_dropped() {
+    let mut h = Harness::new();
+    h.service(fe(VIP, 80, TCP), 1, false, &[(1, BACKEND_A, 8080)]);
+    let syn = tcp_syn((CLIENT, 40002), (VIP, 80), false);
+    let segment = &syn[14 + 20..];
+    let tiny = ipv4_fragment(CLIENT, VIP, TCP, 0x4242, 0, true, &segment[..8]);
+    let rest = ipv4_fragment(CLIENT, VIP, TCP, 0x4242, 8, false, &segment[8..]);
+    for prog in [Program::FromPod, Program::ToPod, Program::NodePort] {
+        let (v, _) = h.run(prog, &tiny);
+        assert_eq!(v, TC_ACT_SHOT, "{prog:?}");
+    }
+    // Its later fragment knows no ports: untouched (and harmless alone).
+    let (v, out) = h.run(Program::FromPod, &rest);
+    assert_eq!((v, out), (TC_ACT_OK, rest.clone()));
+    // A first fragment holding the whole TCP header is translated.
+    let syn_opts = tcp_syn((CLIENT, 40003), (VIP, 80), true);
+    let with_options = &syn_opts[14 + 20..];
+    assert!(with_options.len() > 24);
+    let whole_header = ipv4_fragment(CLIENT, VIP, TCP, 0x4343, 0, true, &with_options[..24]);
+    let (v, out) = h.run(Program::FromPod, &whole_header);
+    assert_ne!(v, TC_ACT_SHOT);
+    assert_eq!(fragment_checked(&out).0 .1, BACKEND_A);
+}
