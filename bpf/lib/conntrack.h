@@ -54,34 +54,44 @@ static __always_inline __u64 ct_timeout(const struct ct_entry *e, __u8 proto)
 }
 
 /**
- * ct_mark_peer_closing() - tell the other entry of a flow what this side sent
- * (@seen: CT_FLAG_SEEN_RST and/or CT_FLAG_SEEN_FIN_PEER).
- * @e: the entry @pkt hit, in direction @dir.
+ * ct_peer_key() - the key of the other entry of the flow @e belongs to.
+ * @e: an entry of direction @dir, for protocol @proto.
  *
  * A forward entry names the backend and the source the backend sees (peer),
  * a reply entry the frontend and the client (peer): enough to build the
  * other entry's key.
  */
+static __always_inline void ct_peer_key(struct ct_key *peer, const struct ct_entry *e, __u8 proto,
+					__u8 dir)
+{
+	peer->proto = proto;
+	peer->dir = dir == CT_DIR_FORWARD ? CT_DIR_REPLY : CT_DIR_FORWARD;
+	peer->pad0 = 0;
+	if (dir == CT_DIR_FORWARD) {
+		peer->saddr = e->nat_address;
+		peer->sport = e->nat_port;
+		peer->daddr = e->peer_address;
+		peer->dport = e->peer_port;
+	} else {
+		peer->saddr = e->peer_address;
+		peer->sport = e->peer_port;
+		peer->daddr = e->nat_address;
+		peer->dport = e->nat_port;
+	}
+}
+
+/**
+ * ct_mark_peer_closing() - tell the other entry of a flow what this side sent
+ * (@seen: CT_FLAG_SEEN_RST and/or CT_FLAG_SEEN_FIN_PEER).
+ * @e: the entry @pkt hit, in direction @dir.
+ */
 static __always_inline void ct_mark_peer_closing(const struct packet *pkt,
 						 const struct ct_entry *e, __u8 dir, __u8 seen)
 {
-	struct ct_key peer = {
-		.proto = pkt->proto,
-		.dir = dir == CT_DIR_FORWARD ? CT_DIR_REPLY : CT_DIR_FORWARD,
-	};
+	struct ct_key peer;
 	struct ct_entry *p;
 
-	if (dir == CT_DIR_FORWARD) {
-		peer.saddr = e->nat_address;
-		peer.sport = e->nat_port;
-		peer.daddr = e->peer_address;
-		peer.dport = e->peer_port;
-	} else {
-		peer.saddr = e->peer_address;
-		peer.sport = e->peer_port;
-		peer.daddr = e->nat_address;
-		peer.dport = e->nat_port;
-	}
+	ct_peer_key(&peer, e, pkt->proto, dir);
 	p = bpf_map_lookup_elem(&sl_ct, &peer);
 	if (p)
 		p->flags |= seen;
@@ -122,7 +132,12 @@ static __always_inline struct ct_entry *ct_lookup(const struct packet *pkt, __u8
 				(dir == CT_DIR_REPLY &&
 				 (f & (TCPF_SYN | TCPF_ACK)) == (TCPF_SYN | TCPF_ACK)))) {
 			/* Gone for good: the new connection's later packets must
-			 * not find it either. */
+			 * not find it either, and its other entry (under SNAT
+			 * the claim on a masquerade port) goes with it. */
+			struct ct_key peer;
+
+			ct_peer_key(&peer, e, pkt->proto, dir);
+			bpf_map_delete_elem(&sl_ct, &peer);
 			bpf_map_delete_elem(&sl_ct, &key);
 			return NULL;
 		}
@@ -140,11 +155,51 @@ static __always_inline struct ct_entry *ct_lookup(const struct packet *pkt, __u8
 	return e;
 }
 
-/* Masquerade source ports when the client's own is taken (the kernel's
- * default ephemeral range), and how many are tried before giving up. */
-#define CT_SNAT_PORT_MIN 32768
-#define CT_SNAT_PORT_SPAN (60999 - 32768 + 1)
-#define CT_SNAT_TRIES 4
+/*
+ * Masquerade source ports: 1024-32767, below the kernel's default
+ * ephemeral range (32768-60999). The node's own connections to a backend
+ * take their source port from that range, and this datapath does not see
+ * them (no program on node devices' egress): a masquerade port there could
+ * equal one of theirs, and the backend's replies to the node would be
+ * taken for the masqueraded flow's. A node whose ip_local_port_range
+ * reaches below 32768 loses that guarantee. CT_SNAT_TRIES hash-spread
+ * ports are tried before the flow fails (ct_insert_failed).
+ */
+#define CT_SNAT_PORT_MIN 1024
+#define CT_SNAT_PORT_SPAN (32767 - 1024 + 1)
+#define CT_SNAT_TRIES 8
+
+/**
+ * ct_snat_claim() - claim the reply tuple @rev (its dport is the
+ * masquerade port) for the new flow @e.
+ *
+ * A tuple held by a dead flow is taken over: its reply entry timed out,
+ * and its forward entry (built from it) is gone or timed out too. A reply
+ * entry alone may look idle while its flow is alive (a client sending
+ * into a backend that never answers refreshes only the forward entry),
+ * hence both. Expired entries otherwise stay until the LRU evicts them,
+ * and would keep the port taken.
+ *
+ * Return: 1 when @rev is now @e's.
+ */
+static __always_inline int ct_snat_claim(struct ct_key *rev, const struct ct_entry *e, __u64 now)
+{
+	struct ct_entry *old, *fwd;
+	struct ct_key fwd_key;
+
+	if (!bpf_map_update_elem(&sl_ct, rev, e, BPF_NOEXIST))
+		return 1;
+	old = bpf_map_lookup_elem(&sl_ct, rev);
+	if (!old || now - old->last_seen_ns <= ct_timeout(old, rev->proto))
+		return 0;
+	ct_peer_key(&fwd_key, old, rev->proto, CT_DIR_REPLY);
+	fwd = bpf_map_lookup_elem(&sl_ct, &fwd_key);
+	if (fwd && now - fwd->last_seen_ns <= ct_timeout(fwd, rev->proto))
+		return 0;
+	if (fwd)
+		bpf_map_delete_elem(&sl_ct, &fwd_key);
+	return !bpf_map_update_elem(&sl_ct, rev, e, BPF_ANY);
+}
 
 /**
  * ct_create() - record a new translated flow (both directions).
@@ -152,7 +207,7 @@ static __always_inline struct ct_entry *ct_lookup(const struct packet *pkt, __u8
  * @flags: CT_FLAG_*; with CT_FLAG_SNAT the flow is masqueraded to
  *         @snat_addr and a source port is claimed for it.
  * @ifindex: where replies are redirected to (CT_FLAG_REDIRECT), else 0.
- * @hash: the flow's hash, spreads the ports tried when the client's is taken.
+ * @hash: the flow's hash, spreads the masquerade ports tried.
  * @snat_port: gets the masquerade source port (CT_FLAG_SNAT).
  *
  * The reply entry is written first: under SNAT, inserting it with
@@ -168,7 +223,7 @@ static __always_inline int ct_create(const struct packet *pkt, const struct lb_b
 	struct ct_key fwd, rev;
 	struct ct_entry e = {};
 	__u64 now = bpf_ktime_get_ns();
-	__be16 port = pkt->sport;
+	__be16 port = 0;
 	int i, claimed = 0;
 
 	e.created_ns = now;
@@ -191,12 +246,12 @@ static __always_inline int ct_create(const struct packet *pkt, const struct lb_b
 		rev.daddr = snat_addr;
 #pragma unroll
 		for (i = 0; i < CT_SNAT_TRIES; i++) {
+			port = bpf_htons(CT_SNAT_PORT_MIN + (hash + i * 7919) % CT_SNAT_PORT_SPAN);
 			rev.dport = port;
-			if (!bpf_map_update_elem(&sl_ct, &rev, &e, BPF_NOEXIST)) {
+			if (ct_snat_claim(&rev, &e, now)) {
 				claimed = 1;
 				break;
 			}
-			port = bpf_htons(CT_SNAT_PORT_MIN + (hash + i * 7919) % CT_SNAT_PORT_SPAN);
 		}
 		if (!claimed)
 			return -1;
