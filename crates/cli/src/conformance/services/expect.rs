@@ -103,6 +103,8 @@ pub fn judge(
         (Output::None, Observed::Answer { .. } | Observed::Anonymous(_)) => Err(format!(
             "expected nothing installed (normal routing, no backend), got {seen}"
         )),
+        // A harness error proves nothing about routing.
+        (Output::None, Observed::Error(e)) => Err(format!("the probe failed: {e}")),
         (Output::None, _) => Ok(Some(format!("not captured; normal routing gave: {seen}"))),
         (out, other) => Err(format!(
             "expected {}, got {other}",
@@ -203,6 +205,8 @@ mod tests {
             peer: a("203.0.113.2:1"),
         };
         assert!(judge(&e(Output::None), &src, &NODE, &answered).is_err());
+        let broken = Observed::Error("no such netns".into());
+        assert!(judge(&e(Output::None), &src, &NODE, &broken).is_err());
     }
 
     #[test]

@@ -33,6 +33,10 @@ fn attempts(e: &Expect) -> usize {
 
 /// Runs every planned flow concurrently; reports in the given order.
 pub async fn run(world: &World, planned: &[Planned]) -> Vec<FlowReport> {
+    // Only events from this run's probes may confirm what the datapath did.
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let mut reports: Vec<Option<FlowReport>> = planned.iter().map(|_| None).collect();
     let mut pending = Vec::new();
     for (i, p) in planned.iter().enumerate() {
@@ -106,7 +110,7 @@ pub async fn run(world: &World, planned: &[Planned]) -> Vec<FlowReport> {
             r.unwrap_or_else(|| base(p, Verdict::Fail, vec!["the probe did not report".into()]))
         })
         .collect();
-    verify_drops(world, planned, &mut out).await;
+    verify_drops(world, planned, &mut out, since).await;
     out
 }
 
@@ -122,26 +126,41 @@ async fn flow_events(world: &World) -> anyhow::Result<Vec<sluice_api::Flow>> {
     Ok(events)
 }
 
-/// The datapath's own record of dropping `f`, if any.
-fn dropped<'a>(events: &'a [sluice_api::Flow], f: &Flow) -> Option<&'a sluice_api::Flow> {
-    let client = f.source.ip()?;
+/// Whether `ev` is about flow `f` of this run: same client, destination
+/// and protocol, recorded after the run's probes started.
+fn about(ev: &sluice_api::Flow, f: &Flow, since: u64) -> bool {
+    f.source.ip().is_some_and(|client| ev.source.ip == client)
+        && ev.destination.ip == *f.to.ip()
+        && ev.destination.port == f.to.port()
+        && ev.protocol.eq_ignore_ascii_case(f.protocol.as_str())
+        && ev.time_unix_ns >= since
+}
+
+/// The datapath's own record of dropping `f` (refusing it, when
+/// `refused`), if any.
+fn dropped<'a>(
+    events: &'a [sluice_api::Flow],
+    f: &Flow,
+    since: u64,
+    refused: bool,
+) -> Option<&'a sluice_api::Flow> {
     events.iter().find(|ev| {
         ev.verdict == sluice_api::Verdict::Dropped
-            && ev.source.ip == client
-            && ev.destination.ip == *f.to.ip()
-            && ev.destination.port == f.to.port()
+            && (!refused || ev.refused)
+            && about(ev, f, since)
     })
 }
 
 /// The datapath's own record of forwarding `f` to a backend, if any.
-fn forwarded<'a>(events: &'a [sluice_api::Flow], f: &Flow) -> Option<&'a sluice_api::Flow> {
-    let client = f.source.ip()?;
+fn forwarded<'a>(
+    events: &'a [sluice_api::Flow],
+    f: &Flow,
+    since: u64,
+) -> Option<&'a sluice_api::Flow> {
     events.iter().find(|ev| {
         ev.verdict == sluice_api::Verdict::Forwarded
             && !ev.reply
-            && ev.source.ip == client
-            && ev.destination.ip == *f.to.ip()
-            && ev.destination.port == f.to.port()
+            && about(ev, f, since)
             && (ev.translated_destination.ip, ev.translated_destination.port)
                 != (ev.destination.ip, ev.destination.port)
     })
@@ -150,7 +169,7 @@ fn forwarded<'a>(events: &'a [sluice_api::Flow], f: &Flow) -> Option<&'a sluice_
 /// A client timing out does not prove a DROP (or NONE): a backend may
 /// have got the packet and answered along another path. The agent's flow
 /// events say what the datapath did; such a flow it forwarded fails.
-async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowReport]) {
+async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowReport], since: u64) {
     let drops: Vec<usize> = planned
         .iter()
         .enumerate()
@@ -193,7 +212,7 @@ async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowRep
     let unexplained = |events: &[sluice_api::Flow]| {
         drops.iter().any(|&i| {
             let f = &planned[i].flow;
-            forwarded(events, f).is_none() && dropped(events, f).is_none()
+            forwarded(events, f, since).is_none() && dropped(events, f, since, false).is_none()
         })
     };
     if matches!(&got, Ok(ev) if unexplained(ev)) {
@@ -219,7 +238,7 @@ async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowRep
             ..
         }) = &planned[i].expect
         {
-            let to_backend = forwarded(&events, f).filter(|ev| {
+            let to_backend = forwarded(&events, f, since).filter(|ev| {
                 set.contains(&std::net::SocketAddrV4::new(
                     ev.translated_destination.ip,
                     ev.translated_destination.port,
@@ -243,7 +262,7 @@ async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowRep
             continue;
         }
         if matches!(&planned[i].expect, Ok(e) if e.output == Output::Reject) {
-            match dropped(&events, f).filter(|ev| ev.refused) {
+            match dropped(&events, f, since, true) {
                 Some(ev) => reports[i].notes.push(format!(
                     "flow events: refused by the datapath ({})",
                     ev.drop_reason.as_deref().unwrap_or("no reason given")
@@ -260,7 +279,10 @@ async fn verify_drops(world: &World, planned: &[Planned], reports: &mut [FlowRep
             continue;
         }
         let is_drop = matches!(&planned[i].expect, Ok(e) if e.output == Output::Drop);
-        match (forwarded(&events, f), dropped(&events, f)) {
+        match (
+            forwarded(&events, f, since),
+            dropped(&events, f, since, false),
+        ) {
             (Some(ev), _) => {
                 reports[i].verdict = Verdict::Fail;
                 reports[i].notes.push(format!(
