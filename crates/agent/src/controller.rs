@@ -104,6 +104,8 @@ pub struct Controller {
     maglev: Option<crate::maglev_sync::MaglevSync>,
     /// loadBalancerSourceRanges in `sl_src_ranges` (None: map missing).
     src_ranges: Option<crate::net_sync::SrcRangeSync>,
+    /// The engine's source-range generation last written (None: never).
+    ranges_synced: Option<u64>,
     /// healthCheckNodePort responders (None: started outside a runtime).
     health: Option<crate::health::HealthServer>,
 }
@@ -245,6 +247,7 @@ impl Controller {
             policy,
             maglev,
             src_ranges,
+            ranges_synced: None,
             health: tokio::runtime::Handle::try_current()
                 .ok()
                 .map(crate::health::HealthServer::new),
@@ -648,7 +651,12 @@ impl Controller {
             }
         });
         let udp_before = self.udp_pairs(&ops);
-        if let Some(r) = self.src_ranges.as_mut() {
+        // Source ranges are recomputed over every frontend: only when they
+        // may have changed, so a change's cost does not grow with the
+        // number of Services.
+        let generation = self.engine.source_ranges_generation();
+        let ranges_due = self.dirty || self.ranges_synced != Some(generation);
+        if let Some(r) = self.src_ranges.as_mut().filter(|_| ranges_due) {
             if let Err(e) = r.add(self.engine.desired()) {
                 tracing::error!(error = %e, "source range write failed; retrying");
                 self.dirty = true;
@@ -656,11 +664,14 @@ impl Controller {
         }
         let result = self.reconciler.apply(&ops);
         self.sync_maglev(&ops);
-        if let Some(r) = self.src_ranges.as_mut() {
+        if let Some(r) = self.src_ranges.as_mut().filter(|_| ranges_due) {
             if let Err(e) = r.remove_stale(self.engine.desired()) {
                 tracing::error!(error = %e, "source range removal failed; retrying");
                 self.dirty = true;
             }
+        }
+        if ranges_due {
+            self.ranges_synced = Some(generation);
         }
         // What a write made unreachable (even a partly applied plan).
         let udp_gone: BTreeSet<UdpPair> = udp_before

@@ -1022,3 +1022,29 @@ fn selector_endpoints_follow_pod_readiness_and_publish_not_ready() {
         ["10.0.0.1:8080/TCP", "10.0.0.2:8080/TCP"]
     );
 }
+
+/// The agent rewrites its source-range map only when this generation
+/// moves: it must move for every change that can alter the ranges (even
+/// one that changes no service-map entry), and not for other Services.
+#[test]
+fn the_source_range_generation_moves_only_for_services_that_concern_ranges() {
+    let mut e = Engine::new(CompileConfig {
+        node_port_range: 1..=65535,
+        ..CompileConfig::default()
+    });
+    let g0 = e.source_ranges_generation();
+    e.apply(&changes(TWO_NODE_SLICE));
+    assert_eq!(e.source_ranges_generation(), g0, "a NodePort Service");
+    let lb = |ranges: &str| {
+        format!(
+            "kind: Service\nmetadata: {{name: lb}}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.51\n  loadBalancerSourceRanges: [{ranges}]\n  ports: [{{port: 80, nodePort: 30051}}]\nstatus: {{loadBalancer: {{ingress: [{{ip: 1.2.3.4}}]}}}}\n"
+        )
+    };
+    e.apply(&changes(&lb("10.0.0.0/8")));
+    let g1 = e.source_ranges_generation();
+    assert_ne!(g1, g0);
+    // Only the ranges change: no map op, but the generation moves.
+    let plan = e.apply(&changes(&lb("192.168.0.0/16")));
+    assert!(plan.ops.is_empty(), "{:?}", plan.ops);
+    assert_ne!(e.source_ranges_generation(), g1);
+}
