@@ -24,19 +24,33 @@ where
     F: for<'w> AsyncFnOnce(&'w mut World, &'w mut BehaviourReport) -> Result<()>,
 {
     let mut r = BehaviourReport::new(&b.id, &b.title);
-    match World::build(ctx.conv, ctx.path, &spec).await {
-        Err(e) => r.error(&e),
+    in_world(ctx, &spec, &mut r, body).await;
+    r.decide();
+    r
+}
+
+/// Builds a world from `spec`, runs `body` in it and tears it down; every
+/// error lands in `r` (so the behaviour FAILS). False when the world could
+/// not be built (callers looping over worlds stop there).
+pub async fn in_world<F>(ctx: &Ctx<'_>, spec: &Spec, r: &mut BehaviourReport, body: F) -> bool
+where
+    F: for<'w> AsyncFnOnce(&'w mut World, &'w mut BehaviourReport) -> Result<()>,
+{
+    match World::build(ctx.conv, ctx.path, spec).await {
+        Err(e) => {
+            r.error(&e);
+            false
+        }
         Ok(mut w) => {
-            if let Err(e) = body(&mut w, &mut r).await {
+            if let Err(e) = body(&mut w, r).await {
                 r.error(&e);
             }
             if let Err(e) = w.teardown() {
                 r.error(&e);
             }
+            true
         }
     }
-    r.decide();
-    r
 }
 
 fn tcp_serve(port: u16) -> Serve {

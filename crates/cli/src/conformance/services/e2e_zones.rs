@@ -7,9 +7,10 @@
 
 use super::super::cases::Protocol;
 use super::cases::{seq, text_of, Behaviour, Source};
+use super::e2e::in_world;
 use super::kit::*;
 use super::report::BehaviourReport;
-use super::world::{Serve, Spec, World};
+use super::world::{Serve, Spec};
 use super::Ctx;
 use serde_json::{json, Value as Json};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -110,36 +111,26 @@ pub async fn prefer_close(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
                 format!("{ANSWERS} consecutive answers from the {zone} pod"),
             )
         };
-        match World::build(ctx.conv, ctx.path, &spec).await {
-            Err(e) => r.error(&e),
-            Ok(w) => {
-                let to = SocketAddrV4::new(vip, port);
-                let probed =
-                    sequence(&w, &Source::Pod(client), to, Protocol::Tcp, ANSWERS, T).await;
-                match probed {
-                    Err(e) => r.error(&e),
-                    Ok(seen) => {
-                        let ok = seen.len() == ANSWERS
-                            && seen.iter().all(|o| {
-                                matches!(o, super::expect::Observed::Answer { backend, .. } if allowed.contains(backend))
-                            });
-                        r.flows.push(row(
-                            &format!("client in {zone}"),
-                            &format!("pod {client} on a node in {zone}"),
-                            &to.to_string(),
-                            Protocol::Tcp,
-                            &expected,
-                            &seen,
-                            ok,
-                            vec![],
-                        ));
-                    }
-                }
-                if let Err(e) = w.teardown() {
-                    r.error(&e);
-                }
-            }
-        }
+        in_world(ctx, &spec, &mut r, async |w, r| {
+            let to = SocketAddrV4::new(vip, port);
+            let seen = sequence(w, &Source::Pod(client), to, Protocol::Tcp, ANSWERS, T).await?;
+            let ok = seen.len() == ANSWERS
+                && seen.iter().all(|o| {
+                    matches!(o, super::expect::Observed::Answer { backend, .. } if allowed.contains(backend))
+                });
+            r.flows.push(row(
+                &format!("client in {zone}"),
+                &format!("pod {client} on a node in {zone}"),
+                &to.to_string(),
+                Protocol::Tcp,
+                &expected,
+                &seen,
+                ok,
+                vec![],
+            ));
+            Ok(())
+        })
+        .await;
     }
     r.decide();
     r

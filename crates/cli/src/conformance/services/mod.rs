@@ -131,15 +131,11 @@ pub async fn run(args: ServicesArgs) -> Result<()> {
 pub async fn run_table(ctx: &Ctx<'_>, b: &Behaviour, plan: table::Plan) -> BehaviourReport {
     let mut r = BehaviourReport::new(&b.id, &b.title);
     r.notes = plan.notes;
-    match world::World::build(ctx.conv, ctx.path, &plan.spec).await {
-        Err(e) => r.error(&e),
-        Ok(w) => {
-            r.flows = flows::run(&w, &plan.planned).await;
-            if let Err(e) = w.teardown() {
-                r.error(&e);
-            }
-        }
-    }
+    e2e::in_world(ctx, &plan.spec, &mut r, async |w, r| {
+        r.flows = flows::run(w, &plan.planned).await;
+        Ok(())
+    })
+    .await;
     r.decide();
     r
 }

@@ -3,10 +3,11 @@
 //! ipMode): a world per case, the flow of the file judged per case.
 
 use super::cases::{self, seq, text_of, Behaviour, Expect, Flow, Output};
+use super::e2e::in_world;
 use super::flows::{self, Planned};
 use super::report::{BehaviourReport, FlowReport};
 use super::table::{self, add_clients, pods_of_slices, service_addresses};
-use super::world::{agent_accepts, Spec, World};
+use super::world::{agent_accepts, Spec};
 use super::Ctx;
 use serde_norway::Value;
 use std::net::SocketAddrV4;
@@ -145,17 +146,13 @@ pub async fn nodeport_addresses(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport
             expect,
             note: Some(flow_notes.join("; ")),
         }];
-        match World::build(ctx.conv, ctx.path, &case_spec).await {
-            Err(e) => {
-                r.error(&e);
-                break;
-            }
-            Ok(w) => {
-                r.flows.extend(flows::run(&w, &planned).await);
-                if let Err(e) = w.teardown() {
-                    r.error(&e);
-                }
-            }
+        let built = in_world(ctx, &case_spec, &mut r, async |w, r| {
+            r.flows.extend(flows::run(w, &planned).await);
+            Ok(())
+        })
+        .await;
+        if !built {
+            break;
         }
     }
     r.decide();
@@ -245,17 +242,13 @@ pub async fn lb_ipmode(ctx: &Ctx<'_>, b: &Behaviour) -> BehaviourReport {
                 }
             })
             .collect();
-        match World::build(ctx.conv, ctx.path, &case_spec).await {
-            Err(e) => {
-                r.error(&e);
-                break;
-            }
-            Ok(w) => {
-                r.flows.extend(flows::run(&w, &planned).await);
-                if let Err(e) = w.teardown() {
-                    r.error(&e);
-                }
-            }
+        let built = in_world(ctx, &case_spec, &mut r, async |w, r| {
+            r.flows.extend(flows::run(w, &planned).await);
+            Ok(())
+        })
+        .await;
+        if !built {
+            break;
         }
     }
     r.decide();
