@@ -1042,6 +1042,7 @@ impl Controller {
             map_write_errors: self.reconciler.write_errors(),
             rejected,
             service_warnings: self.engine.warnings().cloned().collect(),
+            health_check_ports: self.health.as_ref().map(|h| h.ports()).unwrap_or_default(),
             kernel: self.tel.kernel.clone(),
             events: self.tel.event_status(),
             socket_lb: self.socket_lb_status(),

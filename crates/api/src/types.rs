@@ -140,6 +140,9 @@ pub struct Status {
     /// Service owns, a targetPort name no selected pod declares, ...).
     #[serde(default)]
     pub service_warnings: Vec<String>,
+    /// healthCheckNodePorts being served (eTP Local LoadBalancers).
+    #[serde(default)]
+    pub health_check_ports: Vec<u16>,
     /// Kernel features found at start.
     #[serde(default)]
     pub kernel: KernelFeatures,

@@ -103,6 +103,9 @@ pub async fn status(client: &Client, out: Output) -> Result<()> {
             println!("  {}: {}: {}", r.file, r.object, r.error);
         }
     }
+    if !s.health_check_ports.is_empty() {
+        println!("Health checks: ports {:?}", s.health_check_ports);
+    }
     if !s.service_warnings.is_empty() {
         println!("Partly programmed ({}):", s.service_warnings.len());
         for w in &s.service_warnings {

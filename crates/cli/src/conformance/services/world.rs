@@ -397,6 +397,21 @@ impl World {
         Ok(())
     }
 
+    /// The outside routes `ip` (a node2 pod) to node2.
+    fn route_via_node2(&self, ip: Ipv4Addr) -> Result<()> {
+        ip_in(
+            &self.out(),
+            &[
+                "route",
+                "replace",
+                &format!("{ip}/32"),
+                "via",
+                &N2_IP.to_string(),
+            ],
+        )?;
+        Ok(())
+    }
+
     /// A pod on node2 through node2's agent's CNI (exact address); the
     /// outside routes it to node2.
     async fn add_node2_pod(&mut self, ip: Ipv4Addr, serve: &Serve) -> Result<()> {
@@ -410,16 +425,7 @@ impl World {
             .add_pod_on(&node, POD_NS, &pod_name(ip), Some(ip))
             .await
             .with_context(|| format!("cannot create node2 pod {ip}"))?;
-        ip_in(
-            &self.out(),
-            &[
-                "route",
-                "replace",
-                &format!("{ip}/32"),
-                "via",
-                &N2_IP.to_string(),
-            ],
-        )?;
+        self.route_via_node2(ip)?;
         if !serve.is_empty() {
             self.sb
                 .spawn_workload_in(&pod, serve.args(ip), &node.pods_cgroup)
@@ -472,16 +478,7 @@ impl World {
         ip_in(&ns, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
         ip_in(&ns, &["link", "set", "eth0", "up"])?;
         ip_in(&ns, &["route", "add", "default", "dev", "eth0"])?;
-        ip_in(
-            &self.out(),
-            &[
-                "route",
-                "replace",
-                &format!("{ip}/32"),
-                "via",
-                &N2_IP.to_string(),
-            ],
-        )?;
+        self.route_via_node2(ip)?;
         let pod = Pod {
             namespace: "node2".into(),
             name: pod_name(ip),
